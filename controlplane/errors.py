@@ -1,0 +1,129 @@
+"""One error shape for the whole API, from one DRF exception handler.
+
+Every error is a problem+json style object::
+
+    {"type": "/api/problems/invalid", "title": "Invalid input.",
+     "status": 400, "detail": "...", "code": "invalid",
+     "errors": [{"field": "input.quantity", "code": "min_value",
+                 "message": "...", "value": 0}]}
+
+``errors`` is present for invalid input only; each entry names the field
+(dotted path into the request body), the rule that was broken (DRF's stable
+error code) and the rejected value when the request carried one.
+"""
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+_MISSING = object()
+
+
+def _lookup(data: Any, path: list[str]) -> Any:
+    for part in path:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        else:
+            return _MISSING
+    return data
+
+
+def _flatten(detail: Any, path: list[str], request_data: Any) -> list[dict[str, Any]]:
+    if isinstance(detail, dict):
+        found: list[dict[str, Any]] = []
+        for key, value in detail.items():
+            found.extend(_flatten(value, [*path, str(key)], request_data))
+        return found
+    if (
+        isinstance(detail, list)
+        and detail
+        and not isinstance(detail[0], exceptions.ErrorDetail)
+    ):
+        found = []
+        for index, value in enumerate(detail):
+            found.extend(_flatten(value, [*path, str(index)], request_data))
+        return found
+    items = detail if isinstance(detail, list) else [detail]
+    field = ".".join(p for p in path if p != "non_field_errors") or None
+    value = _lookup(request_data, path)
+    errors = []
+    for item in items:
+        entry: dict[str, Any] = {
+            "field": field,
+            "code": getattr(item, "code", "invalid"),
+            "message": str(item),
+        }
+        if value is not _MISSING and not isinstance(value, dict | list):
+            entry["value"] = value
+        errors.append(entry)
+    return errors
+
+
+def problem(
+    status_code: int,
+    title: str,
+    detail: str,
+    code: str,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """Build an error response in the API's one shape."""
+    body: dict[str, Any] = {
+        "type": f"/api/problems/{code}",
+        "title": title,
+        "status": status_code,
+        "detail": detail,
+        "code": code,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    response = Response(body, status=status_code, headers=headers)
+    response.content_type = "application/problem+json"
+    return response
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Turn any API exception into the problem+json shape."""
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+
+    response = drf_exception_handler(exc, context)
+    if response is None or not isinstance(exc, exceptions.APIException):
+        return response
+
+    headers = {
+        name: value
+        for name, value in response.headers.items()
+        if name in {"WWW-Authenticate", "Retry-After", "Allow"}
+    }
+    if isinstance(exc, exceptions.ValidationError):
+        request = context.get("request")
+        data = getattr(request, "data", None) if request is not None else None
+        errors = _flatten(exc.detail, [], data)
+        detail = "; ".join(f"{e['field'] or 'request'}: {e['message']}" for e in errors)
+        return problem(
+            status.HTTP_400_BAD_REQUEST,
+            "Invalid input.",
+            detail,
+            "invalid",
+            errors=errors,
+            headers=headers,
+        )
+    codes = exc.get_codes()
+    code = codes if isinstance(codes, str) else "error"
+    detail_text = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    return problem(
+        response.status_code,
+        str(exc.default_detail),
+        str(detail_text),
+        code,
+        headers=headers,
+    )

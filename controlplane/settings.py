@@ -1,0 +1,226 @@
+"""Django settings of the control plane.
+
+Every setting that differs between the embedded default (one machine, no
+set-up) and production comes from an environment variable:
+
+- ``DATABASE_URL``: PostgreSQL in production; SQLite in WAL mode under
+  ``CONTROLPLANE_DATA_DIR`` when unset.
+- ``REDIS_URL``: the Celery broker, the result backend and the resilience
+  core's shared state.
+- ``SECRET_KEY``, ``DEBUG``, ``ALLOWED_HOSTS``: as in any Django project.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(os.environ.get("CONTROLPLANE_DATA_DIR", BASE_DIR / "var"))
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+# The default key only serves the embedded, loopback-only set-up of
+# `make run`; production sets SECRET_KEY.
+SECRET_KEY = os.environ.get(
+    "SECRET_KEY", "embedded-default-only-never-use-in-production-3f9a1c"
+)
+DEBUG = _env_bool("DEBUG", False)
+ALLOWED_HOSTS = os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "controlplane",
+    "resilience",
+    "sagas",
+    "demo",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "demo.faults.FaultInjectionMiddleware",
+]
+
+ROOT_URLCONF = "controlplane.urls"
+WSGI_APPLICATION = "controlplane.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+def _database() -> dict[str, object]:
+    default_sqlite = f"sqlite:///{DATA_DIR / 'controlplane.sqlite3'}"
+    config: dict[str, object] = dict(
+        dj_database_url.config(default=default_sqlite, conn_max_age=60)
+    )
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        # WAL lets the web server read while a worker writes; IMMEDIATE
+        # transactions take the write lock up front, so two writers queue
+        # on `timeout` instead of failing with "database is locked" when a
+        # read transaction tries to upgrade.
+        config["CONN_MAX_AGE"] = 0
+        config["OPTIONS"] = {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 30,
+        }
+        test_name = os.environ.get("CONTROLPLANE_TEST_DB")
+        if test_name:
+            config["TEST"] = {"NAME": test_name}
+    return config
+
+
+DATABASES = {"default": _database()}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+# Only `collectstatic` needs it; WhiteNoise serves from the finders otherwise.
+STATIC_ROOT = os.environ.get("STATIC_ROOT") or None
+STATICFILES_DIRS = [BASE_DIR / "controlplane" / "static"]
+WHITENOISE_USE_FINDERS = True
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "overview"
+LOGOUT_REDIRECT_URL = "login"
+
+# Redis: broker, result backend and the resilience core's shared state.
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = REDIS_URL
+CELERY_RESULT_EXPIRES = 3600
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+# A saga step task is acknowledged only after it finished, and a worker that
+# dies mid-task puts the message back, so no step is lost with its worker.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_TASK_DEFAULT_QUEUE = "controlplane"
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Token first: its WWW-Authenticate header turns an anonymous
+        # request into 401 rather than 403.
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["controlplane.permissions.IsOperatorOrReadOnly"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "controlplane.errors.exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Resilience control plane API",
+    "DESCRIPTION": (
+        "Sagas, resilience policies and live resilience state. Durations are "
+        "seconds, rates are percentages from 0 to 100 and times are ISO 8601 "
+        "in UTC. Errors share one problem+json shape: type, title, status, "
+        "detail and, for invalid input, a list of field errors."
+    ),
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# Name of the group whose members may change state through the API and the
+# dashboard; every other logged-in user only reads.
+OPERATOR_GROUP = "operators"
+
+# Request and response bodies kept on a saga step are cut to this many
+# characters, so a chatty service cannot bloat the runs table.
+SAGA_BODY_LIMIT = int(os.environ.get("SAGA_BODY_LIMIT", "4096"))
+
+# Where saga steps reach the demo services; `make run` sets it to its own
+# address so the seeded targets point at the running web server.
+DEMO_BASE_URL = os.environ.get("DEMO_BASE_URL", "http://127.0.0.1:8000")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+    },
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+    },
+}
+
+# Idempotency-Key records of the REST API (see controlplane.idempotency).
+# A record and its key expire this many seconds after the first request.
+IDEMPOTENCY_TTL_SECONDS = int(os.environ.get("IDEMPOTENCY_TTL_SECONDS", "86400"))
+# A claim whose request neither finished nor released it within this many
+# seconds (its process crashed) can be claimed by a retry.
+IDEMPOTENCY_LEASE_SECONDS = float(os.environ.get("IDEMPOTENCY_LEASE_SECONDS", "60"))
+# Retry-After of a 409 for a key still in progress, in seconds; less when the
+# claim's lease ends sooner.
+IDEMPOTENCY_RETRY_AFTER_SECONDS = 1
+# Expired records deleted per DELETE statement, and seconds between purges.
+IDEMPOTENCY_PURGE_BATCH_SIZE = 1000
+IDEMPOTENCY_PURGE_INTERVAL = float(os.environ.get("IDEMPOTENCY_PURGE_INTERVAL", "300"))
+
+# Periodic tasks run by Celery beat.
+SAGA_SWEEP_INTERVAL = float(os.environ.get("SAGA_SWEEP_INTERVAL", "5"))
+CELERY_BEAT_SCHEDULE = {
+    "resume-stalled-runs": {
+        "task": "sagas.resume_stalled_runs",
+        "schedule": SAGA_SWEEP_INTERVAL,
+    },
+    "purge-idempotency-records": {
+        "task": "controlplane.purge_idempotency_records",
+        "schedule": IDEMPOTENCY_PURGE_INTERVAL,
+    },
+}
