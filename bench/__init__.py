@@ -1,0 +1,1 @@
+"""Benchmarks of the control plane, runnable with `python -m bench.<name>`."""

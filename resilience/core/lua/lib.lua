@@ -1,0 +1,266 @@
+-- Helpers shared by every entry point. The Redis 7 function library is this
+-- file, the entry points and their registration; on older servers each
+-- entry point runs as its own script of this file plus its body. All entry
+-- points take the same KEYS of one target, and every key carries the target
+-- in a {hash tag}, so they also run on Redis Cluster.
+--
+-- Redis runs one function or script at a time, so `bind` can keep the keys
+-- and arguments of the running call in these upvalues for the helpers.
+local K_CB, K_RING, K_BUCKETS, K_EVENTS
+local K_BH, K_BH_WAIT, K_RL, K_RL_WAIT, K_STATS
+local ARGV
+
+local function bind(keys, args)
+  K_CB, K_RING, K_BUCKETS, K_EVENTS = keys[1], keys[2], keys[3], keys[4]
+  K_BH, K_BH_WAIT, K_RL, K_RL_WAIT, K_STATS =
+    keys[5], keys[6], keys[7], keys[8], keys[9]
+  ARGV = args
+end
+
+local MAX_EVENTS = 50
+
+-- One clock for the whole cluster: the server's TIME, unless a test passes
+-- its own. Redis 7 replicates script effects, so TIME is allowed here.
+local function clock_now(arg)
+  if arg ~= '' then
+    return tonumber(arg)
+  end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+
+-- Redis formats Lua numbers with 14 significant digits, which would cut
+-- epoch seconds to 0.1 ms; %.17g keeps every bit of the double, so stored
+-- times compare exactly with the boundaries computed from them.
+local function encode(v)
+  if type(v) ~= 'number' then
+    return v
+  end
+  if v == math.floor(v) and math.abs(v) < 1e15 then
+    return string.format('%d', v)
+  end
+  return string.format('%.17g', v)
+end
+
+local CB_FIELDS = {
+  'state', 'gen', 'changed_at', 'opened_at', 'open_until', 'open_attempts',
+  'ho_since', 'ho_admitted', 'ho_total', 'ho_failed', 'ho_slow',
+  'total', 'failed', 'slow', 'not_permitted', 'idx', 'head', 'wtype', 'wsize',
+}
+
+local function set(b, name, value)
+  b[name] = value
+  b.dirty[name] = value
+end
+
+local function load_breaker(now)
+  local values = redis.call('HMGET', K_CB, unpack(CB_FIELDS))
+  local b = {dirty = {}}
+  for i, name in ipairs(CB_FIELDS) do
+    if name == 'state' or name == 'wtype' then
+      b[name] = values[i]
+    else
+      b[name] = tonumber(values[i]) or 0
+    end
+  end
+  if not b.state then
+    set(b, 'state', 'closed')
+    set(b, 'changed_at', now)
+  end
+  return b
+end
+
+local function save_breaker(b)
+  local args = {}
+  for name, value in pairs(b.dirty) do
+    args[#args + 1] = name
+    args[#args + 1] = encode(value)
+  end
+  if #args > 0 then
+    redis.call('HSET', K_CB, unpack(args))
+  end
+end
+
+-- Every entry point takes 'breaker on' as ARGV[1] and the breaker's config
+-- as the 11 entries ARGV[2..12], so only the per-call values follow.
+local function read_cfg()
+  local o = 2
+  return {
+    wtype = ARGV[o],
+    wsize = tonumber(ARGV[o + 1]),
+    min_calls = tonumber(ARGV[o + 2]),
+    fail_thr = tonumber(ARGV[o + 3]),
+    slow_thr = tonumber(ARGV[o + 4]),
+    wait = tonumber(ARGV[o + 5]),
+    mult = tonumber(ARGV[o + 6]),
+    max_wait = tonumber(ARGV[o + 7]),
+    permitted = tonumber(ARGV[o + 8]),
+    ho_max_wait = tonumber(ARGV[o + 9]),
+    auto = ARGV[o + 10] == '1',
+  }
+end
+
+local function clear_window(b)
+  redis.call('DEL', K_RING, K_BUCKETS)
+  for _, name in ipairs({'total', 'failed', 'slow', 'not_permitted', 'idx', 'head'}) do
+    set(b, name, 0)
+  end
+end
+
+-- Rates in percent, or nil while fewer than `minimum` calls are buffered.
+local function rates(total, failed, slow, minimum)
+  if total == 0 or total < minimum then
+    return nil, nil
+  end
+  return failed * 100 / total, slow * 100 / total
+end
+
+local function push_event(b, events, now, from, to, reason, fr, sr)
+  local event = cjson.encode({
+    at = encode(now), from_state = from, to_state = to, reason = reason,
+    failure_rate = fr or cjson.null, slow_call_rate = sr or cjson.null,
+  })
+  redis.call('LPUSH', K_EVENTS, event)
+  redis.call('LTRIM', K_EVENTS, 0, MAX_EVENTS - 1)
+  events[#events + 1] = event
+end
+
+-- Move to state `to`. Every transition bumps the generation, so results of
+-- calls admitted before it are recognised as late and cannot transition.
+local function transition(b, cfg, events, now, to, reason, fr, sr)
+  local from = b.state
+  set(b, 'state', to)
+  set(b, 'gen', b.gen + 1)
+  set(b, 'changed_at', now)
+  if to == 'open' then
+    -- A re-open from half-open grows the wait by the multiplier, up to the
+    -- cap (0 = none); an open from any other state starts at the base wait.
+    local attempts = 1
+    if from == 'half_open' then
+      attempts = b.open_attempts + 1
+    end
+    local wait = cfg.wait * cfg.mult ^ (attempts - 1)
+    if cfg.max_wait > 0 and wait > cfg.max_wait then
+      wait = cfg.max_wait
+    end
+    set(b, 'open_attempts', attempts)
+    set(b, 'opened_at', now)
+    set(b, 'open_until', now + wait)
+  else
+    if to ~= 'half_open' then
+      set(b, 'open_attempts', 0)
+    end
+    -- Only open keeps the window it tripped on, for display; every other
+    -- state starts counting afresh.
+    clear_window(b)
+  end
+  if to == 'half_open' then
+    for _, name in ipairs({'ho_admitted', 'ho_total', 'ho_failed', 'ho_slow'}) do
+      set(b, name, 0)
+    end
+    set(b, 'ho_since', now)
+  end
+  push_event(b, events, now, from, to, reason, fr, sr)
+end
+
+-- A change of window type or size empties the window; other policy changes
+-- keep the breaker's state.
+local function ensure_window(b, cfg, events, now)
+  if b.wtype == cfg.wtype and b.wsize == cfg.wsize then
+    return
+  end
+  if b.wtype then
+    clear_window(b)
+    push_event(b, events, now, b.state, b.state, 'window_reconfigured', nil, nil)
+  end
+  set(b, 'wtype', cfg.wtype)
+  set(b, 'wsize', cfg.wsize)
+end
+
+-- Apply the timers. Open becomes half-open only when the clock is strictly
+-- after open_until; without automatic transition that happens only when a
+-- call requests admission. Half-open with max_wait_duration_in_half_open_state
+-- set goes back to open when the clock is strictly after ho_since + max wait.
+local function apply_timers(b, cfg, events, now, admitting)
+  if b.state == 'open' and now > b.open_until and (admitting or cfg.auto) then
+    transition(b, cfg, events, now, 'half_open', 'wait_duration_elapsed')
+  elseif b.state == 'half_open' and cfg.ho_max_wait > 0
+      and now > b.ho_since + cfg.ho_max_wait then
+    transition(b, cfg, events, now, 'open', 'max_wait_in_half_open_elapsed')
+  end
+end
+
+-- Drop the time-based buckets that left the window. At second `sec` the
+-- window contains seconds sec - size + 1 .. sec, one bucket each, so a call
+-- recorded in second t counts until the clock reaches second t + size.
+local function advance_buckets(b, cfg, now)
+  local sec = math.floor(now)
+  if b.head == 0 or sec <= b.head then
+    if b.head == 0 then
+      set(b, 'head', sec)
+    end
+    return
+  end
+  if sec - b.head >= cfg.wsize then
+    redis.call('DEL', K_BUCKETS)
+    set(b, 'total', 0)
+    set(b, 'failed', 0)
+    set(b, 'slow', 0)
+  else
+    for s = b.head + 1, sec do
+      local i = s % cfg.wsize
+      local old = redis.call('HMGET', K_BUCKETS, 't' .. i, 'f' .. i, 's' .. i)
+      if old[1] then
+        set(b, 'total', b.total - tonumber(old[1]))
+        set(b, 'failed', b.failed - (tonumber(old[2]) or 0))
+        set(b, 'slow', b.slow - (tonumber(old[3]) or 0))
+        redis.call('HDEL', K_BUCKETS, 't' .. i, 'f' .. i, 's' .. i)
+      end
+    end
+  end
+  set(b, 'head', sec)
+end
+
+-- Outcome codes: S success, F failure, SS slow success, SF slow failure.
+local FAILED = {S = 0, F = 1, SS = 0, SF = 1}
+local SLOW = {S = 0, F = 0, SS = 1, SF = 1}
+local RING_BYTE = {S = '1', F = '2', SS = '3', SF = '4'}
+local RING_CODE = {['1'] = 'S', ['2'] = 'F', ['3'] = 'SS', ['4'] = 'SF'}
+
+local function record_in_window(b, cfg, now, code)
+  if cfg.wtype == 'count_based' then
+    -- A ring buffer of one byte per call; the byte being overwritten is
+    -- the oldest call, which leaves the window.
+    local pos = b.idx % cfg.wsize
+    local old = RING_CODE[redis.call('GETRANGE', K_RING, pos, pos)]
+    if old then
+      set(b, 'total', b.total - 1)
+      set(b, 'failed', b.failed - FAILED[old])
+      set(b, 'slow', b.slow - SLOW[old])
+    end
+    redis.call('SETRANGE', K_RING, pos, RING_BYTE[code])
+    set(b, 'idx', b.idx + 1)
+  else
+    advance_buckets(b, cfg, now)
+    -- A clock that went backwards records into the newest bucket.
+    local i = math.max(math.floor(now), b.head) % cfg.wsize
+    redis.call('HINCRBY', K_BUCKETS, 't' .. i, 1)
+    redis.call('HINCRBY', K_BUCKETS, 'f' .. i, FAILED[code])
+    redis.call('HINCRBY', K_BUCKETS, 's' .. i, SLOW[code])
+  end
+  set(b, 'total', b.total + 1)
+  set(b, 'failed', b.failed + FAILED[code])
+  set(b, 'slow', b.slow + SLOW[code])
+end
+
+-- Trip check with integer arithmetic, so a rate exactly at the threshold
+-- trips (failed * 100 >= threshold * total) without rounding surprises.
+local function exceeded(total, failed, slow, cfg)
+  if failed * 100 >= cfg.fail_thr * total then
+    return 'failure_rate_exceeded'
+  end
+  if slow * 100 >= cfg.slow_thr * total then
+    return 'slow_call_rate_exceeded'
+  end
+  return nil
+end
