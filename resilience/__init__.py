@@ -1,0 +1,1 @@
+"""Resilience policies, downstream targets and the resilience core."""

@@ -1,0 +1,14 @@
+"""Celery task that runs one protected call in a worker."""
+
+from typing import Any
+
+from celery import shared_task
+
+from resilience import services
+
+
+@shared_task(name="resilience.protected_call")
+def protected_call(
+    target: str, method: str, path: str, body: Any = None
+) -> dict[str, Any]:
+    return services.protected_call(target, method, path, body)

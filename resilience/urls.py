@@ -1,0 +1,21 @@
+"""URLs of the breaker page and of /api/targets/ and /api/breakers/."""
+
+from django.urls import path
+from rest_framework.routers import SimpleRouter
+
+from resilience import api, views
+
+router = SimpleRouter()
+router.register("targets", api.TargetViewSet, basename="api-target")
+router.register("breakers", api.BreakerViewSet, basename="api-breaker")
+router.register("bulkheads", api.BulkheadViewSet, basename="api-bulkhead")
+router.register("ratelimiters", api.RateLimiterViewSet, basename="api-ratelimiter")
+
+api_urlpatterns = [
+    *router.urls,
+    path("calls/", api.CallView.as_view(), name="call"),
+]
+
+urlpatterns = [
+    path("breakers/", views.breakers, name="breakers"),
+]
