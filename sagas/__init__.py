@@ -1,0 +1,1 @@
+"""Saga definitions, runs and the orchestrator that executes them."""

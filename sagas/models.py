@@ -1,0 +1,217 @@
+"""Saga definitions, runs, steps, attempts and their status history.
+
+A run and each of its steps move through their statuses only forward: every
+change is a compare-and-set on the expected old status (see
+``sagas.services``) and is kept as a row of its own for the timeline.
+"""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class RunStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    COMPENSATING = "compensating"
+    COMPENSATED = "compensated"
+    COMPENSATION_FAILED = "compensation_failed"
+
+
+TERMINAL_RUN_STATUSES = frozenset(
+    {RunStatus.COMPLETED, RunStatus.COMPENSATED, RunStatus.COMPENSATION_FAILED}
+)
+
+
+class StepStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    COMPENSATING = "compensating"
+    COMPENSATED = "compensated"
+    COMPENSATION_FAILED = "compensation_failed"
+
+
+class SagaDefinition(models.Model):
+    """A saga as data: its input fields and its ordered steps.
+
+    ``input_schema`` is a list of ``{"name", "type", ...rules}`` entries (see
+    ``sagas.definitions``); ``steps`` is a list of step dicts, each with an
+    ``action`` and an optional ``compensation`` against a registered target.
+    """
+
+    class Kind(models.TextChoices):
+        ORCHESTRATED = "orchestrated"
+
+    name = models.SlugField(max_length=64, unique=True)
+    kind = models.CharField(
+        max_length=20, choices=Kind.choices, default=Kind.ORCHESTRATED
+    )
+    description = models.TextField(blank=True)
+    input_schema = models.JSONField(default=list)
+    steps = models.JSONField(default=list)
+    version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SagaRun(models.Model):
+    """One execution of a saga definition with its input."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    definition = models.ForeignKey(
+        SagaDefinition, on_delete=models.PROTECT, related_name="runs"
+    )
+    # The steps as they were when the run started, so editing a definition
+    # never changes a run that is already under way.
+    steps_snapshot = models.JSONField(default=list)
+    status = models.CharField(
+        max_length=24, choices=RunStatus.choices, default=RunStatus.PENDING
+    )
+    input = models.JSONField(default=dict)
+    error = models.TextField(blank=True)
+    needs_attention = models.BooleanField(default=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["-created_at"]),
+            models.Index(fields=["status", "-created_at"]),
+            models.Index(fields=["definition", "-created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.definition.name} {self.id}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_RUN_STATUSES
+
+
+class StepRun(models.Model):
+    """One step of a run: its action, its compensation and their outcome.
+
+    ``lease_token`` is a fencing token: it grows by one each time a worker
+    claims the step, and a result is stored only with the token of the
+    current claim, so a stale worker's late result is rejected.
+    """
+
+    run = models.ForeignKey(SagaRun, on_delete=models.CASCADE, related_name="steps")
+    index = models.PositiveSmallIntegerField()
+    name = models.CharField(max_length=64)
+    target = models.CharField(max_length=64, blank=True)
+    status = models.CharField(
+        max_length=24, choices=StepStatus.choices, default=StepStatus.PENDING
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    compensation_attempts = models.PositiveIntegerField(default=0)
+    # True when the action may have taken effect although it did not
+    # succeed (a timeout or an ambiguous 5xx), so it is compensated too.
+    outcome_unknown = models.BooleanField(default=False)
+    request = models.JSONField(null=True, blank=True)
+    response = models.JSONField(null=True, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    compensation_request = models.JSONField(null=True, blank=True)
+    compensation_response = models.JSONField(null=True, blank=True)
+    compensation_error = models.TextField(blank=True)
+    lease_token = models.PositiveIntegerField(default=0)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    compensation_started_at = models.DateTimeField(null=True, blank=True)
+    compensation_finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "index"], name="unique_step_index")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}#{self.index} {self.name}"
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return int((self.finished_at - self.started_at).total_seconds() * 1000)
+
+
+class StepAttempt(models.Model):
+    """One execution of a step's action or compensation."""
+
+    class Kind(models.TextChoices):
+        ACTION = "action"
+        COMPENSATION = "compensation"
+
+    step = models.ForeignKey(StepRun, on_delete=models.CASCADE, related_name="tries")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    outcome = models.CharField(max_length=16)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["started_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.step_id} {self.kind} #{self.number}: {self.outcome}"
+
+    @property
+    def duration_ms(self) -> int:
+        return int((self.finished_at - self.started_at).total_seconds() * 1000)
+
+
+class RunStatusChange(models.Model):
+    """A row per status change of a run, for its history."""
+
+    run = models.ForeignKey(
+        SagaRun, on_delete=models.CASCADE, related_name="status_changes"
+    )
+    from_status = models.CharField(max_length=24, blank=True)
+    to_status = models.CharField(max_length=24)
+    at = models.DateTimeField()
+    reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.from_status or '-'} -> {self.to_status}"
+
+
+class StepStatusChange(models.Model):
+    """A row per status change of a step, for the run's timeline."""
+
+    step = models.ForeignKey(
+        StepRun, on_delete=models.CASCADE, related_name="status_changes"
+    )
+    from_status = models.CharField(max_length=24, blank=True)
+    to_status = models.CharField(max_length=24)
+    at = models.DateTimeField()
+    reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.from_status or '-'} -> {self.to_status}"

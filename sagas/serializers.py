@@ -1,0 +1,159 @@
+"""API shapes of saga definitions and runs."""
+
+from typing import Any
+
+from rest_framework import serializers
+
+from sagas.definitions import FIELD_TYPES, validate_steps
+from sagas.models import (
+    RunStatusChange,
+    SagaDefinition,
+    SagaRun,
+    StepAttempt,
+    StepRun,
+)
+
+
+class SagaDefinitionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SagaDefinition
+        fields = [
+            "name",
+            "kind",
+            "description",
+            "input_schema",
+            "steps",
+            "version",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["version", "created_at", "updated_at"]
+
+    def validate_steps(self, value: Any) -> Any:
+        problems = validate_steps(value)
+        if problems:
+            raise serializers.ValidationError(problems, code="invalid_step")
+        return value
+
+    def validate_input_schema(self, value: Any) -> Any:
+        if not isinstance(value, list):
+            raise serializers.ValidationError("Must be a list of field objects.")
+        for index, spec in enumerate(value):
+            if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+                raise serializers.ValidationError(
+                    f"Entry {index} must be an object with a string name."
+                )
+            if spec.get("type") not in FIELD_TYPES:
+                raise serializers.ValidationError(
+                    f"Entry {index} ({spec['name']}): type must be one of "
+                    f"{sorted(FIELD_TYPES)}, got {spec.get('type')!r}.",
+                    code="invalid_type",
+                )
+        return value
+
+    def update(self, instance: SagaDefinition, validated: dict[str, Any]) -> Any:
+        validated["version"] = instance.version + 1
+        return super().update(instance, validated)
+
+
+class StepAttemptSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = StepAttempt
+        fields = [
+            "kind",
+            "number",
+            "started_at",
+            "finished_at",
+            "status_code",
+            "outcome",
+            "error",
+        ]
+
+
+class StepRunSerializer(serializers.ModelSerializer):
+    duration_ms = serializers.IntegerField(read_only=True, allow_null=True)
+    attempt_log = StepAttemptSerializer(source="tries", many=True, read_only=True)
+
+    class Meta:
+        model = StepRun
+        fields = [
+            "index",
+            "name",
+            "target",
+            "status",
+            "attempts",
+            "compensation_attempts",
+            "outcome_unknown",
+            "started_at",
+            "finished_at",
+            "duration_ms",
+            "request",
+            "response",
+            "output",
+            "error",
+            "compensation_started_at",
+            "compensation_finished_at",
+            "compensation_request",
+            "compensation_response",
+            "compensation_error",
+            "attempt_log",
+        ]
+
+
+class RunStatusChangeSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = RunStatusChange
+        fields = ["from_status", "to_status", "at", "reason"]
+
+
+class SagaRunSerializer(serializers.ModelSerializer):
+    saga = serializers.CharField(source="definition.name", read_only=True)
+    steps = StepRunSerializer(many=True, read_only=True)
+    history = RunStatusChangeSerializer(
+        source="status_changes", many=True, read_only=True
+    )
+
+    class Meta:
+        model = SagaRun
+        fields = [
+            "id",
+            "saga",
+            "status",
+            "input",
+            "error",
+            "needs_attention",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "steps",
+            "history",
+        ]
+
+
+class SagaRunListSerializer(serializers.ModelSerializer):
+    saga = serializers.CharField(source="definition.name", read_only=True)
+
+    class Meta:
+        model = SagaRun
+        fields = [
+            "id",
+            "saga",
+            "status",
+            "input",
+            "error",
+            "needs_attention",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+
+
+class StartRunSerializer(serializers.Serializer):
+    saga = serializers.SlugRelatedField(
+        slug_field="name",
+        queryset=SagaDefinition.objects.all(),
+        help_text="Name of the saga definition to run.",
+    )
+    input = serializers.JSONField(
+        help_text="The saga's input, an object with the definition's fields."
+    )

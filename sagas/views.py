@@ -1,0 +1,126 @@
+"""Dashboard pages for saga runs: overview, list, detail and start form."""
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from rest_framework.exceptions import ValidationError
+
+from controlplane.permissions import is_operator
+from resilience.models import Target
+from sagas import services
+from sagas.models import RunStatus, SagaDefinition, SagaRun
+
+logger = logging.getLogger(__name__)
+
+RUNS_PER_PAGE = 25
+
+
+@login_required
+def overview(request: HttpRequest) -> HttpResponse:
+    since = timezone.now() - timedelta(hours=1)
+    counts = dict(
+        SagaRun.objects.filter(created_at__gte=since)
+        .values_list("status")
+        .annotate(n=Count("id"))
+        .values_list("status", "n")
+    )
+    context = {
+        "counts": [(status, counts.get(status, 0)) for status in RunStatus.values],
+        "attention": SagaRun.objects.filter(needs_attention=True).select_related(
+            "definition"
+        )[:10],
+        "recent": SagaRun.objects.select_related("definition")[:10],
+        "targets": Target.objects.count(),
+    }
+    return render(request, "sagas/overview.html", context)
+
+
+@login_required
+def run_list(request: HttpRequest) -> HttpResponse:
+    runs = SagaRun.objects.select_related("definition")
+    status = request.GET.get("status", "")
+    saga = request.GET.get("saga", "")
+    if status in RunStatus.values:
+        runs = runs.filter(status=status)
+    if saga:
+        runs = runs.filter(definition__name=saga)
+    if request.GET.get("needs_attention") == "1":
+        runs = runs.filter(needs_attention=True)
+    page = Paginator(runs, RUNS_PER_PAGE).get_page(request.GET.get("page"))
+    context = {
+        "page": page,
+        "statuses": RunStatus.values,
+        "sagas": SagaDefinition.objects.values_list("name", flat=True),
+        "filters": {"status": status, "saga": saga},
+        "definitions": SagaDefinition.objects.all(),
+    }
+    return render(request, "sagas/run_list.html", context)
+
+
+@login_required
+def run_detail(request: HttpRequest, run_id: Any) -> HttpResponse:
+    run = get_object_or_404(SagaRun.objects.select_related("definition"), pk=run_id)
+    steps = run.steps.prefetch_related("tries")
+    context = {
+        "run": run,
+        "steps": steps,
+        "history": run.status_changes.all(),
+        "duration": services.run_age(run),
+    }
+    return render(request, "sagas/run_detail.html", context)
+
+
+@login_required
+def start_run(request: HttpRequest) -> HttpResponse:
+    """Show the start form of a saga, and start a run from it (operators)."""
+    name = request.POST.get("saga") or request.GET.get("saga") or "order"
+    definition = get_object_or_404(SagaDefinition, name=name)
+    values = {spec["name"]: "" for spec in definition.input_schema}
+    errors: dict[str, list[str]] = {}
+
+    if request.method == "POST":
+        values = {key: request.POST.get(key, "").strip() for key in values}
+        if not is_operator(request.user):
+            messages.error(request, "Starting a saga needs the operator role.")
+            return redirect("runs")
+        try:
+            run = services.start_run(definition, values, request.user)
+        except ValidationError as exc:
+            errors = _field_errors(exc.detail)
+        else:
+            messages.success(request, f"Run {run.pk} of {definition.name} started.")
+            return redirect("run-detail", run_id=run.pk)
+
+    fields = [
+        {
+            **spec,
+            "value": values.get(spec["name"], ""),
+            "errors": errors.get(spec["name"], []),
+        }
+        for spec in definition.input_schema
+    ]
+    context = {
+        "definition": definition,
+        "fields": fields,
+        "errors": errors,
+        "form_errors": errors.get("__all__", []),
+        "definitions": SagaDefinition.objects.all(),
+    }
+    return render(
+        request, "sagas/start_run.html", context, status=400 if errors else 200
+    )
+
+
+def _field_errors(detail: Any) -> dict[str, list[str]]:
+    inner = detail.get("input", detail) if isinstance(detail, dict) else detail
+    if not isinstance(inner, dict):
+        return {"__all__": [str(item) for item in inner]}
+    return {key: [str(item) for item in value] for key, value in inner.items()}

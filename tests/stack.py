@@ -1,0 +1,174 @@
+"""The whole control plane started as subprocesses, for end-to-end tests.
+
+``Stack`` runs ``python -m controlplane.launcher run`` exactly as ``make run``
+does (gunicorn, a real Celery worker process, Celery beat, the demo services
+over real HTTP), on a free port, with a fresh SQLite database in a temporary
+folder and its own Redis database number, and talks to it over HTTP.
+"""
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+import requests
+
+from controlplane.launcher import BASE_DIR, free_port
+
+TERMINAL = {"completed", "compensated", "compensation_failed"}
+
+
+def redis_url_with_db(url: str, database: int) -> str:
+    """Return the same Redis server's URL with another database number."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", "", ""))
+
+
+class Stack:
+    """A running control plane and an API session logged in as the demo user."""
+
+    def __init__(self, base_url: str, process: subprocess.Popen[bytes]) -> None:
+        self.base_url = base_url
+        self.process = process
+        self.api = requests.Session()
+        token = self.api.post(
+            f"{base_url}/api/auth/token/",
+            json={"username": "demo", "password": "demo"},
+            timeout=10,
+        ).json()["token"]
+        self.api.headers["Authorization"] = f"Token {token}"
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.api.get(self.url(path), timeout=10, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.api.post(self.url(path), timeout=10, **kwargs)
+
+    def put(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.api.put(self.url(path), timeout=10, **kwargs)
+
+    def service_state(self, service: str) -> dict[str, Any]:
+        response = requests.get(self.url(f"/demo/{service}/state/"), timeout=10)
+        response.raise_for_status()
+        return dict(response.json())
+
+    def set_fault(self, service: str, error_rate: float, latency_ms: int = 0) -> None:
+        response = self.put(
+            f"/api/faults/{service}/",
+            json={"error_rate": error_rate, "latency_ms": latency_ms},
+        )
+        assert response.status_code == 200, response.text
+
+    def start_run(self, saga: str, data: dict[str, Any]) -> dict[str, Any]:
+        response = self.post(
+            "/api/runs/",
+            json={"saga": saga, "input": data},
+            headers={"Idempotency-Key": str(uuid.uuid4())},
+        )
+        assert response.status_code == 201, response.text
+        return dict(response.json())
+
+    def wait_for_run(self, run_id: str, timeout: float = 90.0) -> dict[str, Any]:
+        """Poll the run until it is terminal; fail with its state if not."""
+        deadline = time.monotonic() + timeout
+        run: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            run = self.get(f"/api/runs/{run_id}/").json()
+            if run["status"] in TERMINAL:
+                return run
+            time.sleep(0.2)
+        raise AssertionError(f"run {run_id} not terminal after {timeout}s: {run}")
+
+
+@contextlib.contextmanager
+def fresh_database() -> Iterator[str | None]:
+    """Yield the URL of an empty PostgreSQL database, or None for SQLite.
+
+    With a PostgreSQL ``DATABASE_URL``, the stack gets a database of its own
+    next to the one in the URL, dropped afterwards; otherwise it uses a
+    SQLite file in its data folder.
+    """
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith(("postgres://", "postgresql://")):
+        yield None
+        return
+    import psycopg
+
+    name = f"controlplane_stack_{os.getpid()}"
+    parts = urlsplit(url)
+    admin_url = urlunsplit((parts.scheme, parts.netloc, "/postgres", "", ""))
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def running_stack(tmp_dir: Path, redis_url: str) -> Iterator[Stack]:
+    """Start the control plane, yield it, and stop every process after."""
+    redis.Redis.from_url(redis_url).flushdb()
+    with fresh_database() as database_url:
+        env = {
+            **os.environ,
+            "CONTROLPLANE_DATA_DIR": str(tmp_dir),
+            "REDIS_URL": redis_url,
+            "WORKER_CONCURRENCY": "4",
+        }
+        if database_url:
+            env["DATABASE_URL"] = database_url
+        yield from _launch(tmp_dir, env)
+
+
+def _launch(tmp_dir: Path, env: dict[str, str]) -> Iterator[Stack]:
+    port = free_port()
+    log = (tmp_dir / "stack.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "controlplane.launcher", "run", "--port", str(port)],
+        cwd=BASE_DIR,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_up(base_url, process, tmp_dir / "stack.log")
+        yield Stack(base_url, process)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+
+
+def _wait_until_up(base_url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"launcher exited: {log.read_text()[-4000:]}")
+        # The banner is printed once the web server is up and seeding is done.
+        if "Dashboard:" in log.read_text():
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(base_url + "/healthz/", timeout=2).ok:
+                    return
+        time.sleep(0.3)
+    raise RuntimeError(f"control plane did not start: {log.read_text()[-4000:]}")
