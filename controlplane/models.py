@@ -1,0 +1,105 @@
+"""Idempotency records of the REST API and keys that saga steps send downstream.
+
+Both tables refer to saga runs by their UUID instead of a foreign key. A
+record logs one request and stays readable after its run is deleted, and
+the project app needs no migration dependency on the saga app.
+"""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class IdempotencyRecord(models.Model):
+    """The claim and, once finished, the stored response of one client key.
+
+    A key is scoped to its principal and endpoint: the unique constraint on
+    (principal, key, method, route) is what makes the claim atomic, because
+    two requests with the same key cannot both insert a row.
+    ``claim_token`` is replaced on every claim, so only the request that
+    holds the current claim can complete or release the record.
+    """
+
+    class Status(models.TextChoices):
+        IN_PROGRESS = "in_progress"
+        COMPLETED = "completed"
+
+    principal = models.CharField(max_length=64)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+    )
+    key = models.CharField(max_length=255)
+    method = models.CharField(max_length=10)
+    route = models.CharField(max_length=255)
+    path = models.CharField(max_length=2048)
+    fingerprint = models.CharField(max_length=64)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.IN_PROGRESS
+    )
+    claim_token = models.UUIDField(default=uuid.uuid4)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_headers = models.JSONField(default=dict, blank=True)
+    response_body = models.TextField(blank=True)
+    # NULL, not "", when the request carried no valid traceparent, so "has a
+    # trace" is a plain IS NOT NULL filter.
+    trace_id = models.CharField(max_length=32, null=True, blank=True)  # noqa: DJ001
+    run_id = models.UUIDField(null=True, blank=True, db_index=True)
+    created_at = models.DateTimeField()
+    completed_at = models.DateTimeField(null=True, blank=True)
+    locked_until = models.DateTimeField()
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["principal", "key", "method", "route"],
+                name="unique_idempotency_key_per_principal_endpoint",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["-created_at"]),
+            models.Index(fields=["expires_at"]),
+            models.Index(fields=["status", "-created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.route} {self.key} ({self.status})"
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.method} {self.route}"
+
+
+class DownstreamKey(models.Model):
+    """An ``Idempotency-Key`` that a saga step sent to a downstream service.
+
+    There is one row per run, step and part (action or compensation),
+    because the key is the same on every retry and redelivery of that part.
+    ``sends`` counts the step executions that sent it.
+    """
+
+    class Part(models.TextChoices):
+        ACTION = "action"
+        COMPENSATION = "compensation"
+
+    run_id = models.UUIDField(db_index=True)
+    step_name = models.CharField(max_length=64)
+    part = models.CharField(max_length=16, choices=Part.choices)
+    target = models.CharField(max_length=64)
+    key = models.CharField(max_length=255, unique=True)
+    first_sent_at = models.DateTimeField()
+    last_sent_at = models.DateTimeField()
+    sends = models.PositiveIntegerField(default=1)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-first_sent_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.key} -> {self.target}"

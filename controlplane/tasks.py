@@ -1,0 +1,40 @@
+"""Periodic tasks of the project itself."""
+
+import logging
+
+from celery import shared_task
+from django.conf import settings
+from django.utils import timezone
+
+from controlplane.models import IdempotencyRecord
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="controlplane.purge_idempotency_records")
+def purge_idempotency_records() -> int:
+    """Delete expired idempotency records in batches; return how many.
+
+    Each DELETE removes at most IDEMPOTENCY_PURGE_BATCH_SIZE rows, so a large
+    backlog never holds one long lock on the table. An expired key can be
+    claimed again before this runs (see ``controlplane.idempotency``), so
+    the purge only reclaims space.
+    """
+    batch_size = int(settings.IDEMPOTENCY_PURGE_BATCH_SIZE)
+    cutoff = timezone.now()
+    purged = 0
+    while True:
+        batch = list(
+            IdempotencyRecord.objects.filter(expires_at__lte=cutoff)
+            .order_by("expires_at")
+            .values_list("pk", flat=True)[:batch_size]
+        )
+        if not batch:
+            break
+        deleted, _ = IdempotencyRecord.objects.filter(
+            pk__in=batch, expires_at__lte=cutoff
+        ).delete()
+        purged += deleted
+    if purged:
+        logger.info("purged %s expired idempotency records", purged)
+    return purged

@@ -1,0 +1,42 @@
+"""URL map: dashboard pages, the REST API under /api/, the demo services."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import SimpleRouter
+
+from controlplane import dashboard, views
+from controlplane.idempotency_api import IdempotencyRecordViewSet
+from demo import urls as demo_urls
+from resilience import urls as resilience_urls
+from sagas import urls as saga_urls
+
+router = SimpleRouter()
+router.register(
+    "idempotency-records", IdempotencyRecordViewSet, basename="idempotency-record"
+)
+
+api_patterns = [
+    path("auth/token/", views.ObtainTokenView.as_view(), name="api-token"),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path(
+        "docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"
+    ),
+    *saga_urls.api_urlpatterns,
+    *resilience_urls.api_urlpatterns,
+    *demo_urls.api_urlpatterns,
+    *router.urls,
+]
+
+urlpatterns = [
+    path("", include(saga_urls.urlpatterns)),
+    path("", include(resilience_urls.urlpatterns)),
+    path("", include(demo_urls.urlpatterns)),
+    path("login/", views.LoginView.as_view(), name="login"),
+    path("logout/", views.LogoutView.as_view(), name="logout"),
+    path("healthz/", views.healthz, name="healthz"),
+    path("idempotency/", dashboard.idempotency_records, name="idempotency-records"),
+    path("api/", include(api_patterns)),
+    path("demo/", include(demo_urls.service_urlpatterns)),
+    path("admin/", admin.site.urls),
+]
