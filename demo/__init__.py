@@ -1,0 +1,1 @@
+"""Demo shop services (order, inventory, payment, shipping) and their faults."""
