@@ -297,7 +297,9 @@ def test(pytest_args: list[str]) -> int:
         # A file-backed SQLite test database lets threads and subprocesses
         # share it; the in-memory default is private to one connection.
         env = {**os.environ, "REDIS_URL": url}
-        env.setdefault("CONTROLPLANE_TEST_DB", str(data_dir / "test.sqlite3"))
+        env.setdefault(
+            "CONTROLPLANE_TEST_DB", str(data_dir / f"test-{os.getpid()}.sqlite3")
+        )
         command = [sys.executable, "-m", "pytest", *pytest_args]
         return subprocess.call(command, env=env, cwd=BASE_DIR)
 
