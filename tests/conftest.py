@@ -3,20 +3,22 @@
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from tests.stack import Stack, redis_url_with_db, running_stack
 
-# Redis database numbers: the suite's REDIS_URL database is left to the
-# resilience core's tests; the end-to-end stack uses its own.
-STACK_REDIS_DB = 1
+# The suite's REDIS_URL database is left to the resilience core's tests; the
+# end-to-end stack uses the next database number on the same server.
+REDIS_DATABASES = 16
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The whole control plane, started once for the session's stack tests."""
     base = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    database = (int(urlsplit(base).path.strip("/") or 0) + 1) % REDIS_DATABASES
     tmp_dir: Path = tmp_path_factory.mktemp("stack")
-    with running_stack(tmp_dir, redis_url_with_db(base, STACK_REDIS_DB)) as running:
+    with running_stack(tmp_dir, redis_url_with_db(base, database)) as running:
         yield running
