@@ -50,13 +50,16 @@ class Stack:
         return self.base_url + path
 
     def get(self, path: str, **kwargs: Any) -> requests.Response:
-        return self.api.get(self.url(path), timeout=10, **kwargs)
+        kwargs.setdefault("timeout", 10)
+        return self.api.get(self.url(path), **kwargs)
 
     def post(self, path: str, **kwargs: Any) -> requests.Response:
-        return self.api.post(self.url(path), timeout=10, **kwargs)
+        kwargs.setdefault("timeout", 10)
+        return self.api.post(self.url(path), **kwargs)
 
     def put(self, path: str, **kwargs: Any) -> requests.Response:
-        return self.api.put(self.url(path), timeout=10, **kwargs)
+        kwargs.setdefault("timeout", 10)
+        return self.api.put(self.url(path), **kwargs)
 
     def service_state(self, service: str) -> dict[str, Any]:
         response = requests.get(self.url(f"/demo/{service}/state/"), timeout=10)
