@@ -304,6 +304,23 @@ def test(pytest_args: list[str]) -> int:
         return subprocess.call(command, env=env, cwd=BASE_DIR)
 
 
+# Benchmarks run by `make bench`, each a module printing `name: value` lines.
+BENCHMARKS = ["bench.pipeline"]
+
+
+def bench(names: list[str]) -> int:
+    """Run the benchmarks under bench/ with a reachable Redis in REDIS_URL."""
+    data_dir = BASE_DIR / "var" / "bench"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    status = 0
+    with redis_url(data_dir) as url:
+        env = {**os.environ, "REDIS_URL": url}
+        for module in names or BENCHMARKS:
+            command = [sys.executable, "-m", module]
+            status = subprocess.call(command, env=env, cwd=BASE_DIR) or status
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s launcher %(message)s")
     parser = argparse.ArgumentParser(prog="python -m controlplane.launcher")
@@ -316,11 +333,14 @@ def main(argv: list[str] | None = None) -> int:
         help="TCP port of the web server on 127.0.0.1 (default: PORT or 8000)",
     )
     commands.add_parser("test", help="run the test suite with a Redis server")
+    commands.add_parser("bench", help="run the benchmarks under bench/")
     args, rest = parser.parse_known_args(argv)
     if args.command == "run":
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         return run(args.port)
+    if args.command == "bench":
+        return bench(rest)
     return test(rest)
 
 
