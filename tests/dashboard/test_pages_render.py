@@ -1,0 +1,96 @@
+"""Every dashboard page renders for a logged-in user and needs a login."""
+
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+from controlplane.seed import seed
+from sagas.models import SagaDefinition, SagaRun
+
+PAGES = [
+    "/",
+    "/runs/",
+    "/runs/start/",
+    "/runs/start/?saga=order",
+    "/breakers/",
+    "/faults/",
+    "/idempotency/",
+]
+
+
+@pytest.fixture
+def seeded(db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sagas.services._enqueue_step", lambda *args: None)
+    seed("http://127.0.0.1:9")
+
+
+@pytest.fixture
+def demo_client(seeded: None) -> Client:
+    client = Client()
+    client.force_login(User.objects.get(username="demo"))
+    return client
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_page_renders(demo_client: Client, path: str) -> None:
+    response = demo_client.get(path)
+
+    assert response.status_code == 200, response.content[:2000]
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_page_needs_login(seeded: None, path: str) -> None:
+    response = Client().get(path)
+
+    assert response.status_code == 302
+    assert response["Location"].startswith("/login/")
+
+
+def test_run_detail_renders(demo_client: Client) -> None:
+    definition = SagaDefinition.objects.get(name="order")
+    run = SagaRun.objects.create(definition=definition, steps_snapshot=definition.steps)
+
+    response = demo_client.get(f"/runs/{run.pk}/")
+
+    assert response.status_code == 200
+    assert str(run.pk) in response.content.decode()
+
+
+def test_start_form_rejects_bad_quantity(demo_client: Client) -> None:
+    form = {
+        "saga": "order",
+        "customer_id": "c",
+        "product_id": "sku-1",
+        "quantity": "0",
+        "amount": "1.00",
+    }
+
+    response = demo_client.post("/runs/start/", form)
+
+    assert response.status_code == 400
+    assert "greater than or equal to 1" in response.content.decode()
+    assert SagaRun.objects.count() == 0
+
+
+def test_start_form_starts_run(demo_client: Client) -> None:
+    form = {
+        "saga": "order",
+        "customer_id": "c",
+        "product_id": "sku-1",
+        "quantity": "2",
+        "amount": "1.00",
+    }
+
+    response = demo_client.post("/runs/start/", form)
+
+    run = SagaRun.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == f"/runs/{run.pk}/"
+    assert run.input == {
+        "customer_id": "c",
+        "product_id": "sku-1",
+        "quantity": 2,
+        "amount": "1.00",
+    }
