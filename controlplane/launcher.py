@@ -134,10 +134,13 @@ def redis_url(data_dir: Path, database: int = 0) -> Iterator[str]:
 
 
 def _stop(process: subprocess.Popen[bytes], name: str) -> None:
+    """Stop a child and its process group (a worker's pool processes too)."""
+    # The group may outlive its leader: pool processes of a worker whose
+    # main process was killed keep running until they are told to stop.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGTERM)
     if process.poll() is not None:
         return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(STOP_GRACE_SECONDS)
     except subprocess.TimeoutExpired:
@@ -244,7 +247,20 @@ def run(port: int) -> int:
         return _supervise(_children(port, data_dir), env, port)
 
 
+# A worker or beat that exits is started again, like a process manager
+# would, unless it exits this many times within RESTART_WINDOW_SECONDS.
+MAX_RESTARTS = 5
+RESTART_WINDOW_SECONDS = 60.0
+RESTARTABLE = {"worker", "beat"}
+
+
 def _supervise(commands: dict[str, list[str]], env: dict[str, str], port: int) -> int:
+    """Run the children until a stop signal, restarting a lost worker or beat.
+
+    Each child's pid is written to ``<data dir>/pids/<name>.pid`` so tests
+    and operators can find it. The web server exiting, or a worker that
+    keeps dying, stops everything with a non-zero status.
+    """
     stopping = False
 
     def request_stop(signum: int, frame: object) -> None:
@@ -254,21 +270,31 @@ def _supervise(commands: dict[str, list[str]], env: dict[str, str], port: int) -
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
 
+    pid_dir = Path(env["CONTROLPLANE_DATA_DIR"]) / "pids"
+    pid_dir.mkdir(parents=True, exist_ok=True)
     processes = {
-        name: subprocess.Popen(command, env=env, cwd=BASE_DIR, start_new_session=True)
-        for name, command in commands.items()
+        name: _spawn(name, command, env, pid_dir) for name, command in commands.items()
     }
+    restarts: dict[str, list[float]] = {name: [] for name in commands}
     status = 0
     try:
         _wait_for_web(port, processes)
         print(_banner(port), flush=True)
         while not stopping:
-            for name, process in processes.items():
-                if process.poll() is not None:
+            for name, process in list(processes.items()):
+                if process.poll() is None:
+                    continue
+                if not _may_restart(name, restarts[name]):
                     logger.error(
                         "%s exited with %s; stopping", name, process.returncode
                     )
                     stopping, status = True, 1
+                    break
+                logger.warning(
+                    "%s exited with %s; starting it again", name, process.returncode
+                )
+                _stop(process, name)
+                processes[name] = _spawn(name, commands[name], env, pid_dir)
             time.sleep(0.2)
     except RuntimeError as exc:
         logger.error("%s", exc)
@@ -277,6 +303,25 @@ def _supervise(commands: dict[str, list[str]], env: dict[str, str], port: int) -
         for name, process in processes.items():
             _stop(process, name)
     return status
+
+
+def _spawn(
+    name: str, command: list[str], env: dict[str, str], pid_dir: Path
+) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(command, env=env, cwd=BASE_DIR, start_new_session=True)
+    (pid_dir / f"{name}.pid").write_text(str(process.pid))
+    return process
+
+
+def _may_restart(name: str, history: list[float]) -> bool:
+    if name not in RESTARTABLE:
+        return False
+    now = time.monotonic()
+    history[:] = [t for t in history if now - t < RESTART_WINDOW_SECONDS]
+    if len(history) >= MAX_RESTARTS:
+        return False
+    history.append(now)
+    return True
 
 
 def _banner(port: int) -> str:

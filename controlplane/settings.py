@@ -180,6 +180,16 @@ OPERATOR_GROUP = "operators"
 # characters, so a chatty service cannot bloat the runs table.
 SAGA_BODY_LIMIT = int(os.environ.get("SAGA_BODY_LIMIT", "4096"))
 
+# A running step's lease: a worker extends it every third of this while the
+# step runs, and the sweeper resumes a step whose lease passed, so a lost
+# worker's step resumes within about SAGA_LEASE_SECONDS + SAGA_SWEEP_INTERVAL.
+SAGA_LEASE_SECONDS = float(os.environ.get("SAGA_LEASE_SECONDS", "10"))
+# Claims of one step's action (or compensation) before it is given up: a
+# step whose worker dies every time ends in compensation, not in a loop.
+SAGA_MAX_CLAIMS = int(os.environ.get("SAGA_MAX_CLAIMS", "3"))
+# Modules whose @saga_step functions saga definitions may name.
+SAGA_STEP_MODULES = ["sagas.builtin_steps"]
+
 # Where saga steps reach the demo services; `make run` sets it to its own
 # address so the seeded targets point at the running web server.
 DEMO_BASE_URL = os.environ.get("DEMO_BASE_URL", "http://127.0.0.1:8000")

@@ -80,6 +80,18 @@ class SagaRun(models.Model):
     input = models.JSONField(default=dict)
     error = models.TextField(blank=True)
     needs_attention = models.BooleanField(default=False)
+    # Set by the operator's retry action: compensation_failed steps whose
+    # compensation finished before this moment are compensated again.
+    compensation_retry_requested_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    resolution_note = models.TextField(blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
@@ -133,6 +145,10 @@ class StepRun(models.Model):
     compensation_error = models.TextField(blank=True)
     lease_token = models.PositiveIntegerField(default=0)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # How many times a worker claimed the action or the compensation; a
+    # step whose worker keeps dying is given up after SAGA_MAX_CLAIMS.
+    action_claims = models.PositiveSmallIntegerField(default=0)
+    compensation_claims = models.PositiveSmallIntegerField(default=0)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     compensation_started_at = models.DateTimeField(null=True, blank=True)
@@ -143,6 +159,7 @@ class StepRun(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["run", "index"], name="unique_step_index")
         ]
+        indexes = [models.Index(fields=["status", "lease_expires_at"])]
 
     def __str__(self) -> str:
         return f"{self.run_id}#{self.index} {self.name}"

@@ -11,56 +11,40 @@ The flow of a run, one Celery task per step execution:
 1. ``start_run`` stores the run and its steps as ``pending`` and enqueues
    the first step after the commit.
 2. ``execute_step`` claims the step (``pending`` to ``running``, new fencing
-   token), sends its action through the resilience pipeline with a stable
-   ``Idempotency-Key`` and stores the result under that token. Success
-   enqueues the next step, or completes the run after the last one.
+   token, a lease renewed while the call runs), sends its action through
+   the resilience pipeline with a stable idempotency key and stores the
+   result under that token. Success enqueues the next step, or completes
+   the run after the last one.
 3. A failed step moves the run to ``compensating``; ``compensate_next``
-   then undoes the steps that took effect, latest first, one task each,
-   and ends the run ``compensated`` or ``compensation_failed``.
+   then undoes the steps that took effect or may have, latest first, one
+   task each, and ends the run ``compensated`` or ``compensation_failed``.
+
+``sagas.sweeper`` resumes what a lost worker or a lost message left behind.
 """
 
-import json
 import logging
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
-from controlplane.idempotency import record_downstream_key
-from resilience.models import Target
-from resilience.services import HttpOutcome, http_call
-from sagas.definitions import TemplateError, render, validate_input
+from resilience.services import HttpOutcome
+from sagas import leases
+from sagas.calls import perform
+from sagas.definitions import validate_input
 from sagas.models import (
     RunStatus,
     RunStatusChange,
     SagaDefinition,
     SagaRun,
-    StepAttempt,
     StepRun,
     StepStatus,
     StepStatusChange,
 )
 
 logger = logging.getLogger(__name__)
-
-# A compensation must not give up as easily as an action: it is retried
-# with its own, larger budget before the run needs an operator.
-DEFAULT_COMPENSATION_RETRY: dict[str, Any] = {
-    "max_attempts": 5,
-    "initial_interval": 0.5,
-    "multiplier": 2.0,
-    "max_interval": 4.0,
-}
-
-# Slack added to a step's worst-case duration to get its lease.
-LEASE_MARGIN = timedelta(seconds=30)
-
-
-class StartError(ValueError):
-    """A run cannot be started: unknown saga or invalid input."""
 
 
 def start_run(definition: SagaDefinition, data: Any, user: Any = None) -> SagaRun:
@@ -86,7 +70,7 @@ def start_run(definition: SagaDefinition, data: Any, user: Any = None) -> SagaRu
             at=now,
             reason="run created",
         )
-        transaction.on_commit(lambda: _enqueue_step(run.pk, 0))
+        transaction.on_commit(lambda: enqueue_step(run.pk, 0))
 
     logger.info("run=%s saga=%s started", run.pk, definition.name)
     return run
@@ -163,166 +147,52 @@ def execute_step(run_id: Any, index: int) -> None:
         return
 
     step = run.steps.get(index=index)
-    spec = run.steps_snapshot[index]
-    token = _claim(step, spec)
+    token = _claim_action(run, step)
     if token is None:
         return
 
-    outcome = _send(run, step, spec, "action")
-    _record_attempts(step, StepAttempt.Kind.ACTION, outcome)
+    spec = run.steps_snapshot[index]
+    with leases.renewing(step, token):
+        outcome = perform(run, step, spec, "action")
     if outcome.outcome == "succeeded":
         _finish_step_succeeded(run, step, token, outcome)
     else:
         _finish_step_failed(run, step, token, outcome)
 
 
-def _claim(step: StepRun, spec: dict[str, Any]) -> int | None:
-    """Take the step's lease and return its new fencing token, or None."""
-    now = timezone.now()
-    expires = now + _lease_duration(spec)
-    claimable = Q(status=StepStatus.PENDING) | Q(
-        status=StepStatus.RUNNING, lease_expires_at__lt=now
+def _claim_action(run: SagaRun, step: StepRun) -> int | None:
+    claimable = Q(status=StepStatus.PENDING) | leases.expired(StepStatus.RUNNING)
+    token, previous = leases.claim(
+        step,
+        claimable,
+        StepStatus.RUNNING,
+        "action_claims",
+        "claimed by a worker",
+        started_at=timezone.now(),
     )
-    with transaction.atomic():
-        row = StepRun.objects.filter(claimable, pk=step.pk).values("status").first()
-        if row is None:
-            logger.info("run=%s step=%s not claimable", step.run_id, step.name)
-            return None
-        changed = StepRun.objects.filter(claimable, pk=step.pk).update(
-            status=StepStatus.RUNNING,
-            lease_token=F("lease_token") + 1,
-            lease_expires_at=expires,
-            started_at=now,
-        )
-        if changed != 1:
-            return None
-        StepStatusChange.objects.create(
-            step=step,
-            from_status=row["status"],
-            to_status=StepStatus.RUNNING,
-            at=now,
-            reason="claimed by a worker",
-        )
-    step.refresh_from_db()
-    return step.lease_token
-
-
-def _lease_duration(spec: dict[str, Any]) -> timedelta:
-    retry = spec.get("retry") or {}
-    attempts = int(retry.get("max_attempts", 3))
-    timeout = float((spec.get("timeout") or {}).get("timeout_duration", 10.0))
-    max_interval = float(retry.get("max_interval", 30.0))
-    worst = attempts * timeout + (attempts - 1) * max_interval
-    return timedelta(seconds=worst) + LEASE_MARGIN
-
-
-def idempotency_key(run_id: Any, step_name: str, part: str) -> str:
-    """Return the stable key a step sends downstream for its action or undo.
-
-    It derives from our own run and step ids only, so it is the same on
-    every retry and redelivery of that step and never repeats across runs.
-    """
-    return f"{run_id}:{step_name}:{part}"
-
-
-def _context(run: SagaRun) -> dict[str, Any]:
-    outputs = {
-        name: {"output": output}
-        for name, output in run.steps.values_list("name", "output")
-    }
-    return {"run": {"id": str(run.pk)}, "input": run.input, "steps": outputs}
-
-
-def _send(run: SagaRun, step: StepRun, spec: dict[str, Any], part: str) -> HttpOutcome:
-    call = spec[part]
-    target = Target.objects.filter(name=spec["target"]).first()
-    if target is None:
-        return _definition_error(f"Target '{spec['target']}' is not registered.")
-    try:
-        context = _context(run)
-        path = render(call["path"], context)
-        body = render(call.get("body"), context)
-    except TemplateError as exc:
-        return _definition_error(str(exc))
-
-    key = idempotency_key(run.pk, step.name, part)
-    headers = {"Idempotency-Key": key, "X-Saga-Run": str(run.pk)}
-    overrides = _overrides(spec, part)
-    request_record = {
-        "method": call["method"],
-        "url": target.base_url.rstrip("/") + path,
-        "idempotency_key": key,
-        "body": _truncate(body),
-    }
-    sent_at = timezone.now()
-    outcome = http_call(target, call["method"], path, body, headers, overrides)
-    record_downstream_key(
-        run.pk, step.name, part, target.name, key, outcome.status_code, sent_at
-    )
-    response_record = {
-        "status_code": outcome.status_code,
-        "body": _truncate(outcome.text),
-    }
-    prefix = "" if part == "action" else "compensation_"
-    StepRun.objects.filter(pk=step.pk).update(
-        **{f"{prefix}request": request_record, f"{prefix}response": response_record}
-    )
-    return outcome
-
-
-def _overrides(spec: dict[str, Any], part: str) -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
-    if part == "action":
-        if spec.get("retry"):
-            overrides["retry"] = spec["retry"]
-    else:
-        overrides["retry"] = (
-            spec.get("compensation_retry") or DEFAULT_COMPENSATION_RETRY
-        )
-    if spec.get("timeout"):
-        overrides["timeout"] = spec["timeout"]
-    return overrides
-
-
-def _definition_error(message: str) -> HttpOutcome:
-    return HttpOutcome(
-        outcome="failed",
-        rejected_by=None,
-        status_code=None,
-        body=None,
-        text="",
-        error=message,
-    )
-
-
-def _truncate(value: Any) -> Any:
-    """Cut a body to SAGA_BODY_LIMIT characters, keeping small JSON as is."""
-    limit = settings.SAGA_BODY_LIMIT
-    if value is None:
+    if token is not None:
+        return token
+    if previous is None:
+        logger.info("run=%s step=%s not claimable", step.run_id, step.name)
         return None
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    if len(text) <= limit:
-        return value
-    return text[:limit] + f"... [cut at {limit} of {len(text)} characters]"
 
-
-def _record_attempts(step: StepRun, kind: str, outcome: HttpOutcome) -> None:
-    rows = [
-        StepAttempt(
-            step=step,
-            kind=kind,
-            number=record.number,
-            started_at=record.started_at,
-            finished_at=record.finished_at or record.started_at,
-            status_code=record.status_code,
-            outcome=record.outcome,
-            error=record.error[:2000],
-        )
-        for record in outcome.attempts
-    ]
-    StepAttempt.objects.bulk_create(rows)
-    field = "attempts" if kind == StepAttempt.Kind.ACTION else "compensation_attempts"
-    StepRun.objects.filter(pk=step.pk).update(**{field: F(field) + len(rows)})
+    # Every earlier claim ended with its worker lost: give the step up as
+    # of unknown outcome, which compensates it with the steps before it.
+    reason = f"given up after {step.action_claims} claims whose workers were lost"
+    stored = transition_step(
+        step,
+        previous,
+        StepStatus.FAILED,
+        reason,
+        finished_at=timezone.now(),
+        error=reason,
+        outcome_unknown=True,
+        lease_expires_at=None,
+    )
+    if stored:
+        logger.warning("run=%s step=%s %s", run.pk, step.name, reason)
+        _start_compensation(run.pk, f"step {step.name} failed: {reason}")
+    return None
 
 
 def _finish_step_succeeded(
@@ -340,35 +210,35 @@ def _finish_step_succeeded(
         lease_expires_at=None,
     )
     if not stored:
-        logger.warning(
-            "run=%s step=%s token=%s stale result rejected: lease was taken over",
-            run.pk,
-            step.name,
-            token,
-        )
+        _log_stale(run, step, token)
         return
+
     next_index = step.index + 1
-    if next_index < len(run.steps_snapshot):
-        transaction.on_commit(lambda: _enqueue_step(run.pk, next_index))
-        return
-    transition_run(
-        run.pk,
-        [RunStatus.RUNNING],
-        RunStatus.COMPLETED,
-        "all steps succeeded",
-        finished_at=timezone.now(),
-    )
+    status = SagaRun.objects.values_list("status", flat=True).get(pk=run.pk)
+    if status == RunStatus.COMPENSATING:
+        # Cancelled while this step ran: undo it with the others.
+        transaction.on_commit(lambda: enqueue_compensation(run.pk))
+    elif next_index < len(run.steps_snapshot):
+        transaction.on_commit(lambda: enqueue_step(run.pk, next_index))
+    else:
+        transition_run(
+            run.pk,
+            [RunStatus.RUNNING],
+            RunStatus.COMPLETED,
+            "all steps succeeded",
+            finished_at=timezone.now(),
+        )
 
 
 def _finish_step_failed(
     run: SagaRun, step: StepRun, token: int, outcome: HttpOutcome
 ) -> None:
-    reason = _failure_reason(outcome)
+    reason = failure_reason(outcome)
     stored = transition_step(
         step,
         StepStatus.RUNNING,
         StepStatus.FAILED,
-        reason,
+        reason[:4000],
         token=token,
         finished_at=timezone.now(),
         error=reason[:4000],
@@ -376,88 +246,160 @@ def _finish_step_failed(
         lease_expires_at=None,
     )
     if not stored:
-        logger.warning(
-            "run=%s step=%s token=%s stale result rejected: lease was taken over",
-            run.pk,
-            step.name,
-            token,
-        )
+        _log_stale(run, step, token)
         return
     logger.info("run=%s step=%s failed: %s", run.pk, step.name, reason)
-    moved = transition_run(
+    _start_compensation(run.pk, f"step {step.name} failed", error=reason[:4000])
+
+
+def _log_stale(run: SagaRun, step: StepRun, token: int) -> None:
+    logger.warning(
+        "run=%s step=%s token=%s stale result rejected: lease was taken over",
         run.pk,
-        [RunStatus.RUNNING],
-        RunStatus.COMPENSATING,
-        f"step {step.name} failed",
-        error=reason[:4000],
+        step.name,
+        token,
     )
-    if moved:
-        transaction.on_commit(lambda: _enqueue_compensation(run.pk))
 
 
-def _failure_reason(outcome: HttpOutcome) -> str:
+def _start_compensation(run_id: Any, reason: str, **fields: Any) -> None:
+    moved = transition_run(
+        run_id, [RunStatus.RUNNING], RunStatus.COMPENSATING, reason, **fields
+    )
+    status = SagaRun.objects.values_list("status", flat=True).get(pk=run_id)
+    if moved or status == RunStatus.COMPENSATING:
+        transaction.on_commit(lambda: enqueue_compensation(run_id))
+
+
+def failure_reason(outcome: HttpOutcome) -> str:
+    """Describe why a call failed, for the step's error and the history."""
     if outcome.rejected_by:
         return f"rejected by {outcome.rejected_by}: {outcome.error}"
     return outcome.error or f"failed with HTTP {outcome.status_code}"
 
 
 def compensate_next(run_id: Any) -> None:
-    """Undo the latest step that took effect, or finish the compensation."""
+    """Undo the latest step that took effect, or finish the compensation.
+
+    1. Wait while a step still runs under a live lease: its result decides
+       whether it needs undoing, and its worker enqueues this task again.
+    2. A step still ``running`` with an expired lease lost its worker: it
+       becomes ``failed`` with an unknown outcome, so it is undone too.
+    3. Claim the highest step that took effect (or may have) and has a
+       compensation, send it with its own retry budget, store the result.
+    4. With no such step left, end the run.
+    """
     run = SagaRun.objects.filter(pk=run_id).first()
     if run is None or run.status != RunStatus.COMPENSATING:
         return
+    busy = run.steps.filter(
+        leases.live(StepStatus.RUNNING) | leases.live(StepStatus.COMPENSATING)
+    )
+    if busy.exists():
+        return
+    for lost in run.steps.filter(leases.expired(StepStatus.RUNNING)):
+        transition_step(
+            lost,
+            StepStatus.RUNNING,
+            StepStatus.FAILED,
+            "worker lost while the action ran",
+            token=lost.lease_token,
+            finished_at=timezone.now(),
+            outcome_unknown=True,
+            lease_expires_at=None,
+        )
+
     step = _next_to_compensate(run)
     if step is None:
         _finish_compensation(run)
         return
+    token = _claim_compensation(run, step)
+    if token is not None:
+        with leases.renewing(step, token):
+            outcome = perform(run, step, run.steps_snapshot[step.index], "compensation")
+        _finish_compensation_step(run, step, token, outcome)
+    transaction.on_commit(lambda: enqueue_compensation(run.pk))
 
-    spec = run.steps_snapshot[step.index]
-    expected = step.status
-    claimed = transition_step(
-        step,
-        expected,
-        StepStatus.COMPENSATING,
-        "compensation started",
-        compensation_started_at=timezone.now(),
+
+def _compensable(run: SagaRun) -> Q:
+    took_effect = Q(status=StepStatus.SUCCEEDED) | Q(
+        status=StepStatus.FAILED, outcome_unknown=True
     )
-    if not claimed:
-        return
-    outcome = _send(run, step, spec, "compensation")
-    _record_attempts(step, StepAttempt.Kind.COMPENSATION, outcome)
-    if outcome.outcome == "succeeded":
-        transition_step(
-            step,
-            StepStatus.COMPENSATING,
-            StepStatus.COMPENSATED,
-            "compensation succeeded",
-            compensation_finished_at=timezone.now(),
+    candidates = took_effect | leases.expired(StepStatus.COMPENSATING)
+    if run.compensation_retry_requested_at is not None:
+        candidates |= Q(
+            status=StepStatus.COMPENSATION_FAILED,
+            compensation_finished_at__lt=run.compensation_retry_requested_at,
         )
-    else:
-        reason = _failure_reason(outcome)
-        logger.warning(
-            "run=%s step=%s compensation failed: %s", run.pk, step.name, reason
-        )
-        transition_step(
-            step,
-            StepStatus.COMPENSATING,
-            StepStatus.COMPENSATION_FAILED,
-            reason[:4000],
-            compensation_finished_at=timezone.now(),
-            compensation_error=reason[:4000],
-        )
-    transaction.on_commit(lambda: _enqueue_compensation(run.pk))
+    return candidates
 
 
 def _next_to_compensate(run: SagaRun) -> StepRun | None:
     """Return the highest step that took effect or may have, with an undo."""
-    candidates = run.steps.filter(
-        Q(status=StepStatus.SUCCEEDED)
-        | Q(status=StepStatus.FAILED, outcome_unknown=True)
-    ).order_by("-index")
-    for step in candidates:
+    for step in run.steps.filter(_compensable(run)).order_by("-index"):
         if run.steps_snapshot[step.index].get("compensation"):
             return step
     return None
+
+
+def _claim_compensation(run: SagaRun, step: StepRun) -> int | None:
+    token, previous = leases.claim(
+        step,
+        _compensable(run) & Q(pk=step.pk),
+        StepStatus.COMPENSATING,
+        "compensation_claims",
+        "compensation started",
+        compensation_started_at=timezone.now(),
+    )
+    if token is not None or previous is None:
+        return token
+    reason = (
+        f"compensation given up after {step.compensation_claims} claims "
+        "whose workers were lost"
+    )
+    transition_step(
+        step,
+        previous,
+        StepStatus.COMPENSATION_FAILED,
+        reason,
+        compensation_finished_at=timezone.now(),
+        compensation_error=reason,
+        lease_expires_at=None,
+    )
+    logger.warning("run=%s step=%s %s", run.pk, step.name, reason)
+    return None
+
+
+def _finish_compensation_step(
+    run: SagaRun, step: StepRun, token: int, outcome: HttpOutcome
+) -> None:
+    if outcome.outcome == "succeeded":
+        stored = transition_step(
+            step,
+            StepStatus.COMPENSATING,
+            StepStatus.COMPENSATED,
+            "compensation succeeded",
+            token=token,
+            compensation_finished_at=timezone.now(),
+            compensation_error="",
+            lease_expires_at=None,
+        )
+    else:
+        reason = failure_reason(outcome)
+        logger.warning(
+            "run=%s step=%s compensation failed: %s", run.pk, step.name, reason
+        )
+        stored = transition_step(
+            step,
+            StepStatus.COMPENSATING,
+            StepStatus.COMPENSATION_FAILED,
+            reason[:4000],
+            token=token,
+            compensation_finished_at=timezone.now(),
+            compensation_error=reason[:4000],
+            lease_expires_at=None,
+        )
+    if not stored:
+        _log_stale(run, step, token)
 
 
 def _finish_compensation(run: SagaRun) -> None:
@@ -477,18 +419,19 @@ def _finish_compensation(run: SagaRun) -> None:
             run.pk,
             [RunStatus.COMPENSATING],
             RunStatus.COMPENSATED,
-            "every completed step was compensated",
+            "every step that took effect was compensated",
             finished_at=now,
+            needs_attention=False,
         )
 
 
-def _enqueue_step(run_id: Any, index: int) -> None:
+def enqueue_step(run_id: Any, index: int) -> None:
     from sagas import tasks
 
     tasks.execute_step.delay(str(run_id), index)
 
 
-def _enqueue_compensation(run_id: Any) -> None:
+def enqueue_compensation(run_id: Any) -> None:
     from sagas import tasks
 
     tasks.compensate_next.delay(str(run_id))
@@ -498,39 +441,4 @@ def run_age(run: SagaRun) -> timedelta | None:
     """Return how long the run took, or has taken so far."""
     if run.started_at is None:
         return None
-    end: datetime = run.finished_at or timezone.now()
-    return end - run.started_at
-
-
-# A pending run whose first step message was lost (the broker was down at
-# commit time) is enqueued again once it is this old.
-PENDING_RESUME_AFTER = timedelta(seconds=30)
-
-
-def resume_stalled_runs() -> int:
-    """Enqueue again the steps whose lease expired and lost pending runs.
-
-    Returns how many runs were resumed. The re-enqueued task claims the step
-    with a new fencing token, so a stale worker that wakes up later cannot
-    store its result.
-    """
-    now = timezone.now()
-    resumed = 0
-    expired = StepRun.objects.filter(
-        status=StepStatus.RUNNING,
-        lease_expires_at__lt=now,
-        run__status=RunStatus.RUNNING,
-    ).values_list("run_id", "index")
-    for run_id, index in expired:
-        logger.warning("run=%s step=%s lease expired; resuming", run_id, index)
-        _enqueue_step(run_id, index)
-        resumed += 1
-
-    lost = SagaRun.objects.filter(
-        status=RunStatus.PENDING, created_at__lt=now - PENDING_RESUME_AFTER
-    ).values_list("pk", flat=True)
-    for run_id in lost:
-        logger.warning("run=%s still pending; enqueueing its first step", run_id)
-        _enqueue_step(run_id, 0)
-        resumed += 1
-    return resumed
+    return (run.finished_at or timezone.now()) - run.started_at

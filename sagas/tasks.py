@@ -9,7 +9,7 @@ compare-and-set, and each downstream request carries a stable
 
 from celery import shared_task
 
-from sagas import services
+from sagas import services, sweeper
 
 
 @shared_task(name="sagas.execute_step", acks_late=True, reject_on_worker_lost=True)
@@ -24,4 +24,4 @@ def compensate_next(run_id: str) -> None:
 
 @shared_task(name="sagas.resume_stalled_runs")
 def resume_stalled_runs() -> int:
-    return services.resume_stalled_runs()
+    return sweeper.resume_stalled_runs()

@@ -35,9 +35,12 @@ def redis_url_with_db(url: str, database: int) -> str:
 class Stack:
     """A running control plane and an API session logged in as the demo user."""
 
-    def __init__(self, base_url: str, process: subprocess.Popen[bytes]) -> None:
+    def __init__(
+        self, base_url: str, process: subprocess.Popen[bytes], data_dir: Path
+    ) -> None:
         self.base_url = base_url
         self.process = process
+        self.data_dir = data_dir
         self.api = requests.Session()
         token = self.api.post(
             f"{base_url}/api/auth/token/",
@@ -60,6 +63,10 @@ class Stack:
     def put(self, path: str, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", 10)
         return self.api.put(self.url(path), **kwargs)
+
+    def pid(self, name: str) -> int:
+        """Return the pid of a child of the launcher: web, worker or beat."""
+        return int((self.data_dir / "pids" / f"{name}.pid").read_text())
 
     def service_state(self, service: str) -> dict[str, Any]:
         response = requests.get(self.url(f"/demo/{service}/state/"), timeout=10)
@@ -131,6 +138,10 @@ def running_stack(tmp_dir: Path, redis_url: str) -> Iterator[Stack]:
             "CONTROLPLANE_DATA_DIR": str(tmp_dir),
             "REDIS_URL": redis_url,
             "WORKER_CONCURRENCY": "4",
+            # Short leases and sweeps, so a lost worker's step resumes in
+            # seconds rather than the production defaults' 15 s.
+            "SAGA_LEASE_SECONDS": "3",
+            "SAGA_SWEEP_INTERVAL": "1",
         }
         if database_url:
             env["DATABASE_URL"] = database_url
@@ -151,7 +162,7 @@ def _launch(tmp_dir: Path, env: dict[str, str]) -> Iterator[Stack]:
     base_url = f"http://127.0.0.1:{port}"
     try:
         _wait_until_up(base_url, process, tmp_dir / "stack.log")
-        yield Stack(base_url, process)
+        yield Stack(base_url, process, tmp_dir)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGINT)

@@ -22,7 +22,7 @@ PAGES = [
 
 @pytest.fixture
 def seeded(db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("sagas.services._enqueue_step", lambda *args: None)
+    monkeypatch.setattr("sagas.services.enqueue_step", lambda *args: None)
     seed("http://127.0.0.1:9")
 
 

@@ -88,7 +88,7 @@ def no_enqueue(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, int]]:
     """Replace the first step's Celery enqueue, so no broker is needed."""
     enqueued: list[tuple[Any, int]] = []
     monkeypatch.setattr(
-        "sagas.services._enqueue_step",
+        "sagas.services.enqueue_step",
         lambda run_id, index: enqueued.append((run_id, index)),
     )
     return enqueued

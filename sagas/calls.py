@@ -1,0 +1,235 @@
+"""Sending a step's action or compensation: an HTTP request or a function.
+
+Both kinds go through the resilience pipeline of the step's target and
+carry the same stable idempotency key on every retry and redelivery. The
+result is an ``HttpOutcome`` either way, so the orchestrator treats them
+alike; a Python step's "status code" is None.
+"""
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from django.conf import settings
+from django.db.models import F
+from django.utils import timezone
+
+from controlplane.idempotency import record_downstream_key
+from resilience import services as resilience
+from resilience.models import Target
+from resilience.services import AttemptRecord, HttpOutcome, http_call
+from sagas.definitions import TemplateError, render
+from sagas.models import SagaRun, StepAttempt, StepRun
+from sagas.registry import StepRejected, lookup
+
+logger = logging.getLogger(__name__)
+
+# A compensation must not give up as easily as an action: it is retried
+# with its own, larger budget before the run needs an operator.
+DEFAULT_COMPENSATION_RETRY: dict[str, Any] = {
+    "max_attempts": 5,
+    "initial_interval": 0.5,
+    "multiplier": 2.0,
+    "max_interval": 4.0,
+}
+
+
+def idempotency_key(run_id: Any, step_name: str, part: str) -> str:
+    """Return the stable key a step sends downstream for its action or undo.
+
+    It derives from our own run and step ids only, so it is the same on
+    every retry and redelivery of that step and never repeats across runs.
+    """
+    return f"{run_id}:{step_name}:{part}"
+
+
+def perform(
+    run: SagaRun, step: StepRun, spec: dict[str, Any], part: str
+) -> HttpOutcome:
+    """Send the step's action or compensation and store what went out."""
+    call = spec[part]
+    try:
+        context = _context(run)
+        if "function" in call:
+            outcome = _call_function(run, step, spec, part, context)
+        else:
+            outcome = _call_http(run, step, spec, part, context)
+    except TemplateError as exc:
+        outcome = definition_error(str(exc))
+    _record_attempts(step, part, outcome)
+    return outcome
+
+
+def _context(run: SagaRun) -> dict[str, Any]:
+    outputs = {
+        name: {"output": output}
+        for name, output in run.steps.values_list("name", "output")
+    }
+    return {"run": {"id": str(run.pk)}, "input": run.input, "steps": outputs}
+
+
+def _call_http(
+    run: SagaRun,
+    step: StepRun,
+    spec: dict[str, Any],
+    part: str,
+    context: dict[str, Any],
+) -> HttpOutcome:
+    call = spec[part]
+    target = Target.objects.filter(name=spec["target"]).first()
+    if target is None:
+        return definition_error(f"Target '{spec['target']}' is not registered.")
+    path = render(call["path"], context)
+    body = render(call.get("body"), context)
+
+    key = idempotency_key(run.pk, step.name, part)
+    headers = {"Idempotency-Key": key, "X-Saga-Run": str(run.pk)}
+    sent_at = timezone.now()
+    outcome = http_call(
+        target, call["method"], path, body, headers, _overrides(spec, part)
+    )
+    record_downstream_key(
+        run.pk, step.name, part, target.name, key, outcome.status_code, sent_at
+    )
+    _store_exchange(
+        step,
+        part,
+        {
+            "method": call["method"],
+            "url": target.base_url.rstrip("/") + path,
+            "idempotency_key": key,
+            "body": truncate(body),
+        },
+        {"status_code": outcome.status_code, "body": truncate(outcome.text)},
+    )
+    return outcome
+
+
+def _call_function(
+    run: SagaRun,
+    step: StepRun,
+    spec: dict[str, Any],
+    part: str,
+    context: dict[str, Any],
+) -> HttpOutcome:
+    call = spec[part]
+    function = lookup(call["function"])
+    if function is None:
+        return definition_error(
+            f"Function '{call['function']}' is not a registered saga step."
+        )
+    payload = render(call.get("payload"), context)
+    key = idempotency_key(run.pk, step.name, part)
+    attempts: list[AttemptRecord] = []
+
+    def invoke() -> Any:
+        record = AttemptRecord(number=len(attempts) + 1, started_at=datetime.now(UTC))
+        attempts.append(record)
+        try:
+            value = function(payload, idempotency_key=key, run_id=str(run.pk))
+        except StepRejected as exc:
+            record.error = f"rejected: {exc}"
+            raise
+        except Exception as exc:
+            record.outcome = "unknown"
+            record.error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            record.finished_at = datetime.now(UTC)
+        record.outcome = "succeeded"
+        return value
+
+    pipeline = resilience.pipeline(
+        spec.get("target") or "python", _overrides(spec, part)
+    )
+    result = pipeline.execute(invoke)
+    _store_exchange(
+        step,
+        part,
+        {
+            "function": call["function"],
+            "idempotency_key": key,
+            "payload": truncate(payload),
+        },
+        {"output": truncate(result.value)},
+    )
+    return HttpOutcome(
+        outcome=result.outcome,
+        rejected_by=result.rejected_by,
+        status_code=None,
+        body=result.value if result.outcome == "succeeded" else None,
+        text="",
+        error=result.error or "",
+        attempts=attempts,
+        duration_ms=int(result.duration_ms),
+        outcome_unknown=any(a.outcome == "unknown" for a in attempts),
+    )
+
+
+def _overrides(spec: dict[str, Any], part: str) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    if part == "action":
+        if spec.get("retry"):
+            overrides["retry"] = spec["retry"]
+    else:
+        overrides["retry"] = (
+            spec.get("compensation_retry") or DEFAULT_COMPENSATION_RETRY
+        )
+    if spec.get("timeout"):
+        overrides["timeout"] = spec["timeout"]
+    return overrides
+
+
+def definition_error(message: str) -> HttpOutcome:
+    """Return the outcome of a step that cannot be sent as defined."""
+    return HttpOutcome(
+        outcome="failed",
+        rejected_by=None,
+        status_code=None,
+        body=None,
+        text="",
+        error=message,
+    )
+
+
+def truncate(value: Any) -> Any:
+    """Cut a body to SAGA_BODY_LIMIT characters, keeping small JSON as is."""
+    limit = settings.SAGA_BODY_LIMIT
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    if len(text) <= limit:
+        return value
+    return text[:limit] + f"... [cut at {limit} of {len(text)} characters]"
+
+
+def _store_exchange(
+    step: StepRun, part: str, request: dict[str, Any], response: dict[str, Any]
+) -> None:
+    prefix = "" if part == "action" else "compensation_"
+    StepRun.objects.filter(pk=step.pk).update(
+        **{f"{prefix}request": request, f"{prefix}response": response}
+    )
+
+
+def _record_attempts(step: StepRun, part: str, outcome: HttpOutcome) -> None:
+    kind = (
+        StepAttempt.Kind.ACTION if part == "action" else StepAttempt.Kind.COMPENSATION
+    )
+    rows = [
+        StepAttempt(
+            step=step,
+            kind=kind,
+            number=record.number,
+            started_at=record.started_at,
+            finished_at=record.finished_at or record.started_at,
+            status_code=record.status_code,
+            outcome=record.outcome,
+            error=record.error[:2000],
+        )
+        for record in outcome.attempts
+    ]
+    StepAttempt.objects.bulk_create(rows)
+    field = "attempts" if part == "action" else "compensation_attempts"
+    StepRun.objects.filter(pk=step.pk).update(**{field: F(field) + len(rows)})

@@ -1,0 +1,132 @@
+"""Leases with fencing tokens on the steps that a worker is executing.
+
+A worker claims a step's action or compensation with a compare-and-set that
+raises the step's ``lease_token`` by one and sets ``lease_expires_at``. While
+the call runs, a heartbeat thread extends the lease, but only while the
+token is still its own. A worker that stalls past its lease (a long GC
+pause, a frozen VM) loses the step to the sweeper, which claims it again
+with a new token. The stale worker's result is then rejected, because every
+result is stored with ``WHERE lease_token = <its token>``.
+
+A step whose worker dies on every claim (a request that crashes the
+process) is given up after ``SAGA_MAX_CLAIMS`` claims, so it ends in
+compensation rather than in an endless loop of redeliveries.
+"""
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from sagas.models import StepRun, StepStatusChange
+
+logger = logging.getLogger(__name__)
+
+
+def lease_duration() -> timedelta:
+    return timedelta(seconds=settings.SAGA_LEASE_SECONDS)
+
+
+def claim(
+    step: StepRun,
+    claimable: Q,
+    new_status: str,
+    counter: str,
+    reason: str,
+    **fields: Any,
+) -> tuple[int | None, str | None]:
+    """Claim a step by compare-and-set and return (token, previous status).
+
+    ``claimable`` selects the statuses the claim may start from. ``counter``
+    is the claims field to raise (``action_claims`` or
+    ``compensation_claims``). Returns ``(None, status)`` when the step has
+    already been claimed as often as ``SAGA_MAX_CLAIMS`` allows, and
+    ``(None, None)`` when it is not claimable at all.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        row = (
+            StepRun.objects.filter(claimable, pk=step.pk)
+            .values("status", counter, "lease_token")
+            .first()
+        )
+        if row is None:
+            return None, None
+        if row[counter] >= settings.SAGA_MAX_CLAIMS:
+            return None, str(row["status"])
+        changed = (
+            StepRun.objects.filter(claimable, pk=step.pk)
+            .filter(lease_token=row["lease_token"])
+            .update(
+                status=new_status,
+                lease_token=F("lease_token") + 1,
+                lease_expires_at=now + lease_duration(),
+                **{counter: F(counter) + 1},
+                **fields,
+            )
+        )
+        if changed != 1:
+            return None, None
+        StepStatusChange.objects.create(
+            step=step,
+            from_status=row["status"],
+            to_status=new_status,
+            at=now,
+            reason=reason,
+        )
+    step.refresh_from_db()
+    return step.lease_token, str(row["status"])
+
+
+def expired(status: str) -> Q:
+    """Select steps in a status whose lease has passed."""
+    return Q(status=status, lease_expires_at__lt=timezone.now())
+
+
+def live(status: str) -> Q:
+    """Select steps in a status whose lease has not passed yet."""
+    return Q(status=status, lease_expires_at__gte=timezone.now())
+
+
+@contextlib.contextmanager
+def renewing(step: StepRun, token: int) -> Iterator[None]:
+    """Extend the step's lease in the background while the block runs."""
+    stop = threading.Event()
+    interval = settings.SAGA_LEASE_SECONDS / 3
+
+    def renew() -> None:
+        try:
+            while not stop.wait(interval):
+                renewed = StepRun.objects.filter(pk=step.pk, lease_token=token).update(
+                    lease_expires_at=timezone.now() + lease_duration()
+                )
+                if not renewed:
+                    logger.warning(
+                        "run=%s step=%s token=%s lease lost to a newer claim",
+                        step.run_id,
+                        step.name,
+                        token,
+                    )
+                    return
+        except Exception:
+            logger.exception(
+                "run=%s step=%s lease renewal failed", step.run_id, step.name
+            )
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=renew, name=f"lease-{step.pk}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        close_old_connections()

@@ -1,0 +1,102 @@
+"""The sweeper: resumes runs that a lost worker or a lost message left behind.
+
+Celery beat runs it every ``SAGA_SWEEP_INTERVAL`` seconds. Every task it
+enqueues is safe to run twice, because the task claims its step by
+compare-and-set with a new fencing token; so the sweeper may err towards
+enqueueing.
+"""
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Max, Q
+from django.utils import timezone
+
+from sagas import leases
+from sagas.models import RunStatus, SagaRun, StepRun, StepStatus
+from sagas.services import enqueue_compensation, enqueue_step
+
+logger = logging.getLogger(__name__)
+
+# A pending run whose first step message was lost (the broker was down at
+# commit time) is enqueued again once it is this old.
+PENDING_RESUME_AFTER = timedelta(seconds=30)
+
+
+def resume_stalled_runs() -> int:
+    """Enqueue the work of stalled runs again and return how many there were.
+
+    1. A running step whose lease expired lost its worker: run it again.
+    2. A running run with no step running whose last step finished a lease
+       ago lost the message for its next step: enqueue that step.
+    3. A compensating run with no step under a live lease lost its
+       compensation message or worker: enqueue its compensation again.
+    4. A run still pending after ``PENDING_RESUME_AFTER``: enqueue step 0.
+    """
+    resumed = _resume_expired_steps()
+    resumed += _resume_idle_running_runs()
+    resumed += _resume_idle_compensations()
+    resumed += _resume_lost_pending_runs()
+    return resumed
+
+
+def _resume_expired_steps() -> int:
+    expired = StepRun.objects.filter(
+        leases.expired(StepStatus.RUNNING), run__status=RunStatus.RUNNING
+    ).values_list("run_id", "index")
+    for run_id, index in expired:
+        logger.warning("run=%s step=%s lease expired; resuming", run_id, index)
+        enqueue_step(run_id, index)
+    return len(expired)
+
+
+def _resume_idle_running_runs() -> int:
+    idle_since = timezone.now() - timedelta(seconds=settings.SAGA_LEASE_SECONDS)
+    runs = (
+        SagaRun.objects.filter(status=RunStatus.RUNNING)
+        .exclude(steps__status=StepStatus.RUNNING)
+        .annotate(last_finished=Max("steps__finished_at"))
+        .filter(last_finished__lt=idle_since)
+    )
+    resumed = 0
+    for run in runs:
+        pending = run.steps.filter(status=StepStatus.PENDING).order_by("index").first()
+        if pending is None:
+            continue
+        logger.warning(
+            "run=%s step=%s next step was never started; resuming",
+            run.pk,
+            pending.index,
+        )
+        enqueue_step(run.pk, pending.index)
+        resumed += 1
+    return resumed
+
+
+def _resume_idle_compensations() -> int:
+    busy = Q(
+        steps__status__in=[StepStatus.RUNNING, StepStatus.COMPENSATING],
+        steps__lease_expires_at__gte=timezone.now(),
+    )
+    idle_since = timezone.now() - timedelta(seconds=settings.SAGA_LEASE_SECONDS)
+    runs = (
+        SagaRun.objects.filter(status=RunStatus.COMPENSATING, updated_at__lt=idle_since)
+        .exclude(busy)
+        .values_list("pk", flat=True)
+    )
+    for run_id in runs:
+        logger.warning("run=%s compensation idle; resuming", run_id)
+        enqueue_compensation(run_id)
+    return len(runs)
+
+
+def _resume_lost_pending_runs() -> int:
+    lost = SagaRun.objects.filter(
+        status=RunStatus.PENDING,
+        created_at__lt=timezone.now() - PENDING_RESUME_AFTER,
+    ).values_list("pk", flat=True)
+    for run_id in lost:
+        logger.warning("run=%s still pending; enqueueing its first step", run_id)
+        enqueue_step(run_id, 0)
+    return len(lost)
