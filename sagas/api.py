@@ -5,14 +5,18 @@ from typing import Any
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
-from rest_framework.exceptions import ValidationError
+from rest_framework.decorators import action
+from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from controlplane.idempotency import IDEMPOTENCY_RESPONSES, idempotent
-from sagas import services
+from sagas import actions, services
 from sagas.models import RunStatus, SagaDefinition, SagaRun
+from sagas.queries import filter_runs
 from sagas.serializers import (
+    ResolveSerializer,
+    RunFilterSerializer,
     SagaDefinitionSerializer,
     SagaRunListSerializer,
     SagaRunSerializer,
@@ -74,19 +78,9 @@ class SagaRunViewSet(
         queryset = super().get_queryset()
         if self.action == "retrieve":
             queryset = queryset.prefetch_related("steps__tries", "status_changes")
-        params = self.request.query_params
-        if params.get("status") and params["status"] not in RunStatus.values:
-            raise ValidationError(
-                {"status": [f"Must be one of {', '.join(RunStatus.values)}."]},
-                code="invalid_choice",
-            )
-        if params.get("status"):
-            queryset = queryset.filter(status=params["status"])
-        if params.get("saga"):
-            queryset = queryset.filter(definition__name=params["saga"])
-        if params.get("needs_attention") in {"true", "1"}:
-            queryset = queryset.filter(needs_attention=True)
-        return queryset
+        filters = RunFilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        return filter_runs(queryset, filters.validated_data)
 
     @extend_schema(
         request=StartRunSerializer,
@@ -104,3 +98,41 @@ class SagaRunViewSet(
         )
         body = SagaRunSerializer(run).data
         return Response(body, status=status.HTTP_201_CREATED)
+
+    def _act(self, request: Request, perform: Any, *args: Any) -> Response:
+        run = self.get_object()
+        try:
+            perform(run, request.user, *args)
+        except actions.ActionNotAllowed as exc:
+            raise RunConflict(str(exc)) from exc
+        run.refresh_from_db()
+        return Response(SagaRunSerializer(run).data)
+
+    @extend_schema(request=None, responses={200: SagaRunSerializer, 409: None})
+    @action(detail=True, methods=["post"])
+    @idempotent()
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        """Stop a pending or running run and compensate what took effect."""
+        return self._act(request, actions.cancel)
+
+    @extend_schema(request=None, responses={200: SagaRunSerializer, 409: None})
+    @action(detail=True, methods=["post"])
+    @idempotent()
+    def retry(self, request: Request, pk: str | None = None) -> Response:
+        """Compensate again the failed compensations of a compensation_failed run."""
+        return self._act(request, actions.retry)
+
+    @extend_schema(request=ResolveSerializer, responses={200: SagaRunSerializer})
+    @action(detail=True, methods=["post"])
+    @idempotent()
+    def resolve(self, request: Request, pk: str | None = None) -> Response:
+        """Mark a compensation_failed run resolved by hand; a note is required."""
+        serializer = ResolveSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return self._act(request, actions.resolve, serializer.validated_data["note"])
+
+
+class RunConflict(APIException):
+    status_code = 409
+    default_detail = "The run's status does not allow this action."
+    default_code = "run_status_conflict"

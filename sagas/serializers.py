@@ -1,11 +1,13 @@
 """API shapes of saga definitions and runs."""
 
+import re
 from typing import Any
 
 from rest_framework import serializers
 
 from sagas.definitions import FIELD_TYPES, validate_steps
 from sagas.models import (
+    RunStatus,
     RunStatusChange,
     SagaDefinition,
     SagaRun,
@@ -96,6 +98,9 @@ class StepRunSerializer(serializers.ModelSerializer):
             "compensation_request",
             "compensation_response",
             "compensation_error",
+            "action_claims",
+            "compensation_claims",
+            "lease_token",
             "attempt_log",
         ]
 
@@ -156,4 +161,35 @@ class StartRunSerializer(serializers.Serializer):
     )
     input = serializers.JSONField(
         help_text="The saga's input, an object with the definition's fields."
+    )
+
+
+class RunFilterSerializer(serializers.Serializer):
+    """Query parameters of the runs list, shared by the API and the dashboard."""
+
+    status = serializers.ChoiceField(choices=RunStatus.choices, required=False)
+    saga = serializers.CharField(required=False, max_length=64)
+    needs_attention = serializers.BooleanField(
+        required=False, default=None, allow_null=True
+    )
+    created_after = serializers.DateTimeField(required=False)
+    created_before = serializers.DateTimeField(required=False)
+    q = serializers.CharField(
+        required=False,
+        max_length=36,
+        help_text="Start of a run id (hexadecimal digits and dashes).",
+    )
+
+    def validate_q(self, value: str) -> str:
+        if not re.fullmatch(r"[0-9a-fA-F-]{1,36}", value):
+            raise serializers.ValidationError(
+                "Must be the start of a run id: hexadecimal digits and dashes.",
+                code="invalid",
+            )
+        return value.lower()
+
+
+class ResolveSerializer(serializers.Serializer):
+    note = serializers.CharField(
+        max_length=2000, help_text="How the run was resolved; kept in its history."
     )

@@ -16,4 +16,5 @@ urlpatterns = [
     path("runs/", views.run_list, name="runs"),
     path("runs/start/", views.start_run, name="start-run"),
     path("runs/<uuid:run_id>/", views.run_detail, name="run-detail"),
+    path("runs/<uuid:run_id>/<str:name>/", views.run_action, name="run-action"),
 ]

@@ -8,15 +8,18 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Count
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.views.decorators.http import require_POST
 from rest_framework.exceptions import ValidationError
 
 from controlplane.permissions import is_operator
 from resilience.models import Target
-from sagas import services
+from sagas import actions, services
 from sagas.models import RunStatus, SagaDefinition, SagaRun
+from sagas.queries import filter_runs
+from sagas.serializers import RunFilterSerializer
 
 logger = logging.getLogger(__name__)
 
@@ -45,24 +48,26 @@ def overview(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def run_list(request: HttpRequest) -> HttpResponse:
+    filters = RunFilterSerializer(
+        data={k: v for k, v in request.GET.items() if v and k != "page"}
+    )
+    filter_errors: dict[str, Any] = {}
     runs = SagaRun.objects.select_related("definition")
-    status = request.GET.get("status", "")
-    saga = request.GET.get("saga", "")
-    if status in RunStatus.values:
-        runs = runs.filter(status=status)
-    if saga:
-        runs = runs.filter(definition__name=saga)
-    if request.GET.get("needs_attention") == "1":
-        runs = runs.filter(needs_attention=True)
+    if filters.is_valid():
+        runs = filter_runs(runs, filters.validated_data)
+    else:
+        filter_errors = {k: [str(e) for e in v] for k, v in filters.errors.items()}
+        runs = runs.none()
     page = Paginator(runs, RUNS_PER_PAGE).get_page(request.GET.get("page"))
     context = {
         "page": page,
         "statuses": RunStatus.values,
         "sagas": SagaDefinition.objects.values_list("name", flat=True),
-        "filters": {"status": status, "saga": saga},
-        "definitions": SagaDefinition.objects.all(),
+        "filters": request.GET,
+        "filter_errors": filter_errors,
     }
-    return render(request, "sagas/run_list.html", context)
+    status = 400 if filter_errors else 200
+    return render(request, "sagas/run_list.html", context, status=status)
 
 
 @login_required
@@ -74,8 +79,33 @@ def run_detail(request: HttpRequest, run_id: Any) -> HttpResponse:
         "steps": steps,
         "history": run.status_changes.all(),
         "duration": services.run_age(run),
+        "is_operator": is_operator(request.user),
     }
     return render(request, "sagas/run_detail.html", context)
+
+
+@login_required
+@require_POST
+def run_action(request: HttpRequest, run_id: Any, name: str) -> HttpResponse:
+    """Cancel, retry or resolve a run from its page (operators only)."""
+    run = get_object_or_404(SagaRun, pk=run_id)
+    if not is_operator(request.user):
+        messages.error(request, "Changing a run needs the operator role.")
+        return redirect("run-detail", run_id=run.pk)
+    try:
+        if name == "cancel":
+            actions.cancel(run, request.user)
+        elif name == "retry":
+            actions.retry(run, request.user)
+        elif name == "resolve":
+            actions.resolve(run, request.user, request.POST.get("note", ""))
+        else:
+            raise Http404(f"Unknown action '{name}'.")
+    except actions.ActionNotAllowed as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Run {run.pk}: {name} accepted.")
+    return redirect("run-detail", run_id=run.pk)
 
 
 @login_required

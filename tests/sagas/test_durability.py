@@ -1,0 +1,352 @@
+"""The orchestrator's guarantees, driven in process with Python steps.
+
+The enqueue functions are replaced by a queue that the test drains, so each
+test decides when a "worker" runs a task; no broker is involved. Steps are
+Python functions registered here, so no HTTP is involved either.
+"""
+
+import logging
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.utils import timezone
+
+from sagas import actions, services, sweeper
+from sagas.models import (
+    RunStatus,
+    RunStatusChange,
+    SagaDefinition,
+    SagaRun,
+    StepRun,
+    StepStatus,
+    StepStatusChange,
+)
+from sagas.registry import StepRejected, saga_step
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+calls: list[tuple[str, str]] = []
+behaviour: dict[str, Callable[[], Any]] = {}
+
+
+@saga_step
+def recorded(payload: Any, *, idempotency_key: str, run_id: str) -> dict[str, str]:
+    """Record the key and do what the test set for this key's step and part."""
+    calls.append((payload["name"], idempotency_key))
+    action = behaviour.get(idempotency_key.split(":", 1)[1])
+    if action is not None:
+        action()
+    return {"done": payload["name"]}
+
+
+def fail_definitely() -> None:
+    raise StepRejected("card declined")
+
+
+def fail_unknown() -> None:
+    raise ConnectionResetError("peer went away after the request was sent")
+
+
+def step(name: str) -> dict[str, Any]:
+    function = "tests.sagas.test_durability.recorded"
+    return {
+        "name": name,
+        "target": "python",
+        "action": {"function": function, "payload": {"name": name}},
+        "compensation": {"function": function, "payload": {"name": f"undo-{name}"}},
+        "retry": {"max_attempts": 1},
+        "compensation_retry": {"max_attempts": 2, "initial_interval": 0.01},
+    }
+
+
+class Queue:
+    """Stands in for the broker: tasks wait here until the test runs them."""
+
+    def __init__(self) -> None:
+        self.tasks: list[tuple[str, Any]] = []
+
+    def run_one(self) -> None:
+        kind, args = self.tasks.pop(0)
+        if kind == "step":
+            services.execute_step(*args)
+        else:
+            services.compensate_next(*args)
+
+    def drain(self, limit: int = 100) -> None:
+        for _ in range(limit):
+            if not self.tasks:
+                return
+            self.run_one()
+        raise AssertionError(f"tasks still queued after {limit}: {self.tasks}")
+
+
+@pytest.fixture
+def queue(monkeypatch: pytest.MonkeyPatch) -> Iterator[Queue]:
+    queued = Queue()
+    monkeypatch.setattr(
+        services,
+        "enqueue_step",
+        lambda run_id, index: queued.tasks.append(("step", (run_id, index))),
+    )
+    monkeypatch.setattr(
+        services,
+        "enqueue_compensation",
+        lambda run_id: queued.tasks.append(("compensation", (run_id,))),
+    )
+    monkeypatch.setattr(
+        sweeper,
+        "enqueue_step",
+        lambda run_id, index: queued.tasks.append(("step", (run_id, index))),
+    )
+    monkeypatch.setattr(
+        sweeper,
+        "enqueue_compensation",
+        lambda run_id: queued.tasks.append(("compensation", (run_id,))),
+    )
+    monkeypatch.setattr(
+        actions,
+        "enqueue_compensation",
+        lambda run_id: queued.tasks.append(("compensation", (run_id,))),
+    )
+    calls.clear()
+    behaviour.clear()
+    yield queued
+
+
+def start(names: list[str]) -> SagaRun:
+    definition = SagaDefinition.objects.create(
+        name=f"saga-{len(names)}-{timezone.now().timestamp()}".replace(".", "-")[:64],
+        input_schema=[],
+        steps=[step(name) for name in names],
+    )
+    return services.start_run(definition, {})
+
+
+def statuses(run: SagaRun) -> list[str]:
+    return list(run.steps.order_by("index").values_list("status", flat=True))
+
+
+def test_run_completes_and_history_is_kept(queue: Queue) -> None:
+    run = start(["a", "b", "c"])
+
+    queue.drain()
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.COMPLETED
+    assert statuses(run) == ["succeeded"] * 3
+    history = list(
+        RunStatusChange.objects.filter(run=run).values_list("from_status", "to_status")
+    )
+    assert history == [
+        ("", "pending"),
+        ("pending", "running"),
+        ("running", "completed"),
+    ]
+    assert StepStatusChange.objects.filter(step__run=run).count() == 6
+
+
+def test_terminal_run_never_moves_back(queue: Queue) -> None:
+    run = start(["a"])
+    queue.drain()
+
+    moved = services.transition_run(
+        run.pk, [RunStatus.RUNNING], RunStatus.COMPENSATING, "late"
+    )
+
+    run.refresh_from_db()
+    assert moved is False
+    assert run.status == RunStatus.COMPLETED
+
+
+def test_keys_are_stable_per_step_and_part(queue: Queue) -> None:
+    behaviour["c:action"] = fail_definitely
+    run = start(["a", "b", "c"])
+
+    queue.drain()
+
+    assert calls == [
+        ("a", f"{run.pk}:a:action"),
+        ("b", f"{run.pk}:b:action"),
+        ("c", f"{run.pk}:c:action"),
+        ("undo-b", f"{run.pk}:b:compensation"),
+        ("undo-a", f"{run.pk}:a:compensation"),
+    ]
+
+
+def test_definite_failure_compensates_in_reverse(queue: Queue) -> None:
+    behaviour["c:action"] = fail_definitely
+    run = start(["a", "b", "c"])
+
+    queue.drain()
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.COMPENSATED
+    assert statuses(run) == ["compensated", "compensated", "failed"]
+    assert run.needs_attention is False
+
+
+def test_unknown_outcome_is_compensated_too(queue: Queue) -> None:
+    behaviour["b:action"] = fail_unknown
+    run = start(["a", "b", "c"])
+
+    queue.drain()
+
+    run.refresh_from_db()
+    failed = run.steps.get(name="b")
+    assert run.status == RunStatus.COMPENSATED
+    assert failed.outcome_unknown is True
+    assert statuses(run) == ["compensated", "compensated", "pending"]
+    assert ("undo-b", f"{run.pk}:b:compensation") in calls
+
+
+def test_failed_compensation_needs_attention(queue: Queue) -> None:
+    behaviour["c:action"] = fail_definitely
+    behaviour["b:compensation"] = fail_unknown
+    run = start(["a", "b", "c"])
+
+    queue.drain()
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.COMPENSATION_FAILED
+    assert run.needs_attention is True
+    # The other compensations still ran.
+    assert statuses(run) == ["compensated", "compensation_failed", "failed"]
+    assert run.steps.get(name="b").compensation_attempts == 2
+
+
+def test_retry_compensates_the_failed_step_again(queue: Queue) -> None:
+    behaviour["c:action"] = fail_definitely
+    behaviour["b:compensation"] = fail_unknown
+    run = start(["a", "b", "c"])
+    queue.drain()
+    del behaviour["b:compensation"]
+
+    actions.retry(run, "olivia")
+    queue.drain()
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.COMPENSATED
+    assert statuses(run) == ["compensated", "compensated", "failed"]
+    assert calls.count(("undo-a", f"{run.pk}:a:compensation")) == 1
+
+
+def test_resolve_needs_a_note_and_is_kept(queue: Queue) -> None:
+    behaviour["b:action"] = fail_definitely
+    behaviour["a:compensation"] = fail_unknown
+    run = start(["a", "b"])
+    queue.drain()
+    user = User.objects.create_user("olivia")
+
+    with pytest.raises(actions.ActionNotAllowed, match="note"):
+        actions.resolve(run, user, "  ")
+    actions.resolve(run, user, "refunded by hand in the payment console")
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.COMPENSATION_FAILED
+    assert run.needs_attention is False
+    assert run.resolved_by == user
+    last = RunStatusChange.objects.filter(run=run).last()
+    assert last is not None
+    assert "refunded by hand" in last.reason
+
+
+def test_cancel_compensates_completed_steps(queue: Queue) -> None:
+    run = start(["a", "b", "c"])
+    services.execute_step(run.pk, 0)
+
+    actions.cancel(run, "olivia")
+    queue.drain()
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.COMPENSATED
+    assert statuses(run) == ["compensated", "pending", "pending"]
+    with pytest.raises(actions.ActionNotAllowed, match="compensated"):
+        actions.cancel(run, "olivia")
+
+
+def test_stale_worker_result_is_rejected(
+    queue: Queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = start(["a", "b"])
+
+    def lose_lease() -> None:
+        # The sweeper gave the step to another worker while this one ran.
+        StepRun.objects.filter(run=run, name="a").update(
+            lease_token=99, lease_expires_at=timezone.now() + timedelta(seconds=60)
+        )
+
+    behaviour["a:action"] = lose_lease
+    queue.tasks.clear()
+    with caplog.at_level(logging.WARNING, logger="sagas.services"):
+        services.execute_step(run.pk, 0)
+
+    stale = run.steps.get(name="a")
+    assert stale.status == StepStatus.RUNNING
+    assert stale.lease_token == 99
+    assert "stale result rejected" in caplog.text
+    assert queue.tasks == []
+
+
+def test_expired_lease_is_resumed_by_sweeper(queue: Queue) -> None:
+    run = start(["a", "b"])
+    queue.tasks.clear()
+    services.transition_run(run.pk, [RunStatus.PENDING], RunStatus.RUNNING, "test")
+    StepRun.objects.filter(run=run, index=0).update(
+        status=StepStatus.RUNNING,
+        lease_token=1,
+        action_claims=1,
+        lease_expires_at=timezone.now() - timedelta(seconds=1),
+    )
+
+    resumed = sweeper.resume_stalled_runs()
+    queue.drain()
+
+    run.refresh_from_db()
+    assert resumed == 1
+    assert run.status == RunStatus.COMPLETED
+    assert run.steps.get(index=0).lease_token == 2
+
+
+def test_step_that_keeps_killing_workers_is_given_up(queue: Queue) -> None:
+    run = start(["a", "b"])
+    queue.run_one()
+    # Step b's message was delivered three times and each worker died.
+    StepRun.objects.filter(run=run, index=1).update(
+        status=StepStatus.RUNNING,
+        lease_token=5,
+        action_claims=3,
+        lease_expires_at=timezone.now() - timedelta(seconds=1),
+    )
+
+    sweeper.resume_stalled_runs()
+    queue.drain()
+
+    run.refresh_from_db()
+    given_up = run.steps.get(index=1)
+    assert given_up.status == StepStatus.COMPENSATED
+    assert given_up.outcome_unknown is True
+    assert "given up after 3 claims" in given_up.error
+    assert run.status == RunStatus.COMPENSATED
+
+
+def test_unregistered_function_fails_step(queue: Queue) -> None:
+    definition = SagaDefinition.objects.create(
+        name="unregistered",
+        steps=[
+            {
+                "name": "x",
+                "target": "python",
+                "action": {"function": "os.system", "payload": "true"},
+            }
+        ],
+    )
+    run = services.start_run(definition, {})
+
+    queue.drain()
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.COMPENSATED
+    assert "not a registered saga step" in run.steps.get().error
