@@ -225,6 +225,10 @@ IDEMPOTENCY_PURGE_INTERVAL = float(os.environ.get("IDEMPOTENCY_PURGE_INTERVAL", 
 # Periodic tasks run by Celery beat.
 SAGA_SWEEP_INTERVAL = float(os.environ.get("SAGA_SWEEP_INTERVAL", "5"))
 CELERY_BEAT_SCHEDULE = {
+    "sample-breakers": {
+        "task": "resilience.sample_breakers",
+        "schedule": 30.0,
+    },
     "resume-stalled-runs": {
         "task": "sagas.resume_stalled_runs",
         "schedule": SAGA_SWEEP_INTERVAL,

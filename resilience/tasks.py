@@ -4,7 +4,7 @@ from typing import Any
 
 from celery import shared_task
 
-from resilience import services
+from resilience import samples, services
 
 
 @shared_task(name="resilience.protected_call")
@@ -12,3 +12,8 @@ def protected_call(
     target: str, method: str, path: str, body: Any = None
 ) -> dict[str, Any]:
     return services.protected_call(target, method, path, body)
+
+
+@shared_task(name="resilience.sample_breakers")
+def sample_breakers() -> int:
+    return samples.sample_breakers()

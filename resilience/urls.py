@@ -18,4 +18,10 @@ api_urlpatterns = [
 
 urlpatterns = [
     path("breakers/", views.breakers, name="breakers"),
+    path(
+        "breakers/<slug:target>/<str:action>/",
+        views.breaker_action,
+        name="breaker-action",
+    ),
+    path("bulkheads/", views.bulkheads, name="bulkheads"),
 ]

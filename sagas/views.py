@@ -16,6 +16,7 @@ from rest_framework.exceptions import ValidationError
 
 from controlplane.permissions import is_operator
 from resilience.models import Target
+from resilience.views import attention_summary
 from sagas import actions, services
 from sagas.models import RunStatus, SagaDefinition, SagaRun
 from sagas.queries import filter_runs
@@ -42,6 +43,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         )[:10],
         "recent": SagaRun.objects.select_related("definition")[:10],
         "targets": Target.objects.count(),
+        **attention_summary(),
     }
     return render(request, "sagas/overview.html", context)
 
@@ -80,8 +82,51 @@ def run_detail(request: HttpRequest, run_id: Any) -> HttpResponse:
         "history": run.status_changes.all(),
         "duration": services.run_age(run),
         "is_operator": is_operator(request.user),
+        "timeline": timeline(list(steps)),
     }
     return render(request, "sagas/run_detail.html", context)
+
+
+TIMELINE_ROW_HEIGHT = 22
+TIMELINE_LABEL_WIDTH = 150
+TIMELINE_WIDTH = 900
+
+
+def timeline(steps: list[Any]) -> dict[str, Any] | None:
+    """Lay out one bar per attempt on a shared time axis, a row per step."""
+    attempts = [a for step in steps for a in step.tries.all()]
+    if not attempts:
+        return None
+    start = min(a.started_at for a in attempts)
+    end = max(a.finished_at for a in attempts)
+    span = max((end - start).total_seconds(), 0.001)
+    scale = (TIMELINE_WIDTH - TIMELINE_LABEL_WIDTH - 10) / span
+    rows = []
+    for row, step in enumerate(steps):
+        bars = []
+        for attempt in step.tries.all():
+            offset = (attempt.started_at - start).total_seconds()
+            length = (attempt.finished_at - attempt.started_at).total_seconds()
+            bars.append(
+                {
+                    "x": TIMELINE_LABEL_WIDTH + offset * scale,
+                    "width": max(length * scale, 2.0),
+                    "kind": attempt.kind,
+                    "outcome": attempt.outcome,
+                    "title": f"{step.name} {attempt.kind} #{attempt.number}: "
+                    f"{attempt.outcome} in {attempt.duration_ms} ms"
+                    + (f" (HTTP {attempt.status_code})" if attempt.status_code else ""),
+                }
+            )
+        rows.append({"y": row * TIMELINE_ROW_HEIGHT, "name": step.name, "bars": bars})
+    return {
+        "rows": rows,
+        "width": TIMELINE_WIDTH,
+        "height": len(steps) * TIMELINE_ROW_HEIGHT + 20,
+        "axis_y": len(steps) * TIMELINE_ROW_HEIGHT + 14,
+        "span_ms": int(span * 1000),
+        "label_width": TIMELINE_LABEL_WIDTH,
+    }
 
 
 @login_required

@@ -15,6 +15,7 @@ PAGES = [
     "/runs/start/",
     "/runs/start/?saga=order",
     "/breakers/",
+    "/bulkheads/",
     "/faults/",
     "/idempotency/",
 ]
@@ -94,3 +95,22 @@ def test_start_form_starts_run(demo_client: Client) -> None:
         "quantity": 2,
         "amount": "1.00",
     }
+
+
+def test_breaker_action_needs_operator(seeded: None) -> None:
+    reader = User.objects.create_user("rafael", password="reader-pass")
+    client = Client()
+    client.force_login(reader)
+
+    response = client.post("/breakers/payment/force-open/", follow=True)
+
+    assert "needs the operator role" in response.content.decode()
+
+
+def test_breaker_force_open_from_page(demo_client: Client) -> None:
+    response = demo_client.post("/breakers/payment/force-open/", follow=True)
+
+    page = response.content.decode()
+    assert "force-open done" in page
+    assert 'data-state="forced_open"' in page
+    demo_client.post("/breakers/payment/reset/")
