@@ -227,7 +227,7 @@ SAGA_SWEEP_INTERVAL = float(os.environ.get("SAGA_SWEEP_INTERVAL", "5"))
 CELERY_BEAT_SCHEDULE = {
     "sample-breakers": {
         "task": "resilience.sample_breakers",
-        "schedule": 30.0,
+        "schedule": 5.0,
     },
     "resume-stalled-runs": {
         "task": "sagas.resume_stalled_runs",

@@ -17,8 +17,9 @@ from resilience.models import Target
 
 logger = logging.getLogger(__name__)
 
-BREAKER_SAMPLE_SECONDS = 30
+BREAKER_SAMPLE_SECONDS = 5
 SAMPLES_KEPT = 3600 // BREAKER_SAMPLE_SECONDS
+BULKHEAD_USAGE_KEY = "rcp:dashboard:bulkhead-usage"
 SPARKLINE_WIDTH = 120
 SPARKLINE_HEIGHT = 24
 
@@ -28,30 +29,49 @@ def _key(target: str) -> str:
 
 
 def sample_breakers() -> int:
-    """Store one failure-rate sample per target and return how many."""
+    """Store one failure-rate sample and the bulkhead usage per target.
+
+    Returns how many targets were sampled.
+    """
     client = services.redis_client()
     now = time.time()
-    stored = 0
+    usage: dict[Any, Any] = {}
+    pipe = client.pipeline(transaction=False)
+    sampled = 0
     for name in Target.objects.values_list("name", flat=True):
         try:
-            snapshot = services.pipeline(name).breaker.snapshot()
+            pipeline = services.pipeline(name)
+            breaker = pipeline.breaker.snapshot()
+            bulkhead = pipeline.bulkhead.snapshot()
         except redis.RedisError as exc:
             logger.warning("target=%s breaker sample failed: %s", name, exc)
             continue
-        if not snapshot.get("configured", True):
-            continue
-        sample = {
-            "at": now,
-            "rate": snapshot.get("failure_rate"),
-            "state": snapshot.get("state"),
-        }
-        pipe = client.pipeline(transaction=False)
-        pipe.lpush(_key(name), json.dumps(sample))
-        pipe.ltrim(_key(name), 0, SAMPLES_KEPT - 1)
-        pipe.expire(_key(name), 2 * 3600)
-        pipe.execute()
-        stored += 1
-    return stored
+        sampled += 1
+        if breaker.get("configured", True):
+            sample = {
+                "at": now,
+                "rate": breaker.get("failure_rate"),
+                "state": breaker.get("state"),
+            }
+            pipe.lpush(_key(name), json.dumps(sample))
+            pipe.ltrim(_key(name), 0, SAMPLES_KEPT - 1)
+            pipe.expire(_key(name), 2 * 3600)
+        if bulkhead.get("configured") and bulkhead["max_concurrent_calls"]:
+            share = bulkhead["in_use"] / bulkhead["max_concurrent_calls"]
+            usage[name] = json.dumps(
+                {"share": share, "percent": round(share * 100), "at": now}
+            )
+    pipe.delete(BULKHEAD_USAGE_KEY)
+    if usage:
+        pipe.hset(BULKHEAD_USAGE_KEY, mapping=usage)
+    pipe.execute()
+    return sampled
+
+
+def latest_bulkhead_usage() -> dict[str, dict[str, Any]]:
+    """Return the sampler's latest bulkhead usage per target."""
+    raw: Any = services.redis_client().hgetall(BULKHEAD_USAGE_KEY)
+    return {key.decode(): json.loads(value) for key, value in raw.items()}
 
 
 def sparkline(target: str) -> dict[str, Any] | None:

@@ -8,6 +8,7 @@ import redis
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.db.models import OuterRef, Subquery
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -133,28 +134,29 @@ def _usage(bulkhead: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def attention_summary(limit: int = 200) -> dict[str, Any]:
+def attention_summary() -> dict[str, Any]:
     """Return targets whose breaker is not closed and bulkheads near capacity.
 
-    Breaker states come from the latest stored transition of each target,
-    one indexed query. Bulkhead usage is live, one Redis call per target.
+    Breaker states come from each target's latest stored transition, one
+    indexed query. Bulkhead usage comes from the sampler's latest reading,
+    one Redis call, so it may lag by up to one sampling interval.
     """
-    latest: dict[str, str] = {}
-    rows = BreakerTransition.objects.order_by("target_id", "-at", "-id").values_list(
-        "target__name", "to_state"
+    latest = BreakerTransition.objects.filter(target=OuterRef("pk")).order_by(
+        "-at", "-id"
     )
-    for name, state in rows:
-        latest.setdefault(name, state)
-    not_closed = sorted(name for name, state in latest.items() if state != "closed")
-
-    near: list[dict[str, Any]] = []
-    # NOTE: one Redis call per target; past a few hundred targets this page
-    # needs the usage sampled in the background instead.
-    for name in Target.objects.values_list("name", flat=True)[:limit]:
-        try:
-            usage = _usage(_configured(services.pipeline(name).bulkhead.snapshot()))
-        except redis.RedisError:
-            continue
-        if usage and usage["near"]:
-            near.append({"target": name, **usage})
-    return {"not_closed": [(n, latest[n]) for n in not_closed], "near_capacity": near}
+    not_closed = (
+        Target.objects.annotate(state=Subquery(latest.values("to_state")[:1]))
+        .exclude(state__isnull=True)
+        .exclude(state="closed")
+        .values_list("name", "state")
+    )
+    try:
+        usage = samples.latest_bulkhead_usage()
+    except redis.RedisError:
+        usage = {}
+    near = [
+        {"target": name, **row}
+        for name, row in sorted(usage.items())
+        if row["share"] >= NEAR_CAPACITY
+    ]
+    return {"not_closed": list(not_closed), "near_capacity": near}

@@ -1,12 +1,15 @@
 """Every dashboard page renders for a logged-in user and needs a login."""
 
+from io import StringIO
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.management import CommandError, call_command
 from django.test import Client
 
 from controlplane.seed import seed
+from resilience.models import Target
 from sagas.models import SagaDefinition, SagaRun
 
 PAGES = [
@@ -114,3 +117,17 @@ def test_breaker_force_open_from_page(demo_client: Client) -> None:
     assert "force-open done" in page
     assert 'data-state="forced_open"' in page
     demo_client.post("/breakers/payment/reset/")
+
+
+def test_load_data_command_fills_pages(demo_client: Client) -> None:
+    call_command("generate_load_data", targets=3, runs=30, stdout=StringIO())
+
+    assert Target.objects.filter(name__startswith="load-").count() == 3
+    assert SagaRun.objects.count() == 30
+    assert demo_client.get("/runs/?status=completed").status_code == 200
+    assert demo_client.get("/breakers/").status_code == 200
+
+
+def test_load_data_rejects_negative_counts(db: Any) -> None:
+    with pytest.raises(CommandError, match="must be 0 or more"):
+        call_command("generate_load_data", targets=-1, runs=1, stdout=StringIO())
