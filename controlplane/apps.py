@@ -4,3 +4,13 @@ from django.apps import AppConfig
 class ControlPlaneConfig(AppConfig):
     name = "controlplane"
     verbose_name = "Control plane"
+
+    def ready(self) -> None:
+        from django.conf import settings
+
+        from controlplane import tracing
+
+        # Runs once per process: configure() remembers the process id.
+        if settings.TRACING_ENABLED:
+            tracing.configure()
+            tracing.connect_worker_signals()

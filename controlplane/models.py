@@ -1,4 +1,4 @@
-"""Idempotency records of the REST API and keys that saga steps send downstream.
+"""Idempotency records, keys that saga steps send downstream, and stored spans.
 
 Both tables refer to saga runs by their UUID instead of a foreign key. A
 record logs one request and stays readable after its run is deleted, and
@@ -103,3 +103,34 @@ class DownstreamKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} -> {self.target}"
+
+
+class Span(models.Model):
+    """One finished OpenTelemetry span, as stored by the database exporter.
+
+    Ids are lowercase hex as in a W3C ``traceparent``: 32 digits for the
+    trace, 16 for a span. ``parent_span_id`` is empty for a root span, and
+    ``run_id`` is the saga run the span belongs to, when it has the
+    ``saga.run_id`` attribute.
+    """
+
+    trace_id = models.CharField(max_length=32, db_index=True)
+    span_id = models.CharField(max_length=16)
+    parent_span_id = models.CharField(max_length=16, blank=True)
+    name = models.CharField(max_length=255)
+    service = models.CharField(max_length=64)
+    kind = models.CharField(max_length=16)
+    start = models.DateTimeField(db_index=True)
+    end = models.DateTimeField()
+    duration_ms = models.FloatField()
+    status = models.CharField(max_length=8)
+    status_message = models.TextField(blank=True)
+    attributes = models.JSONField(default=dict)
+    events = models.JSONField(default=list)
+    run_id = models.UUIDField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["start", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.trace_id}/{self.span_id} {self.name}"

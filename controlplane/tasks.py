@@ -6,6 +6,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
+from controlplane import spans
 from controlplane.models import IdempotencyRecord
 
 logger = logging.getLogger(__name__)
@@ -37,4 +38,17 @@ def purge_idempotency_records() -> int:
         purged += deleted
     if purged:
         logger.info("purged %s expired idempotency records", purged)
+    return purged
+
+
+@shared_task(name="controlplane.purge_spans")
+def purge_spans() -> int:
+    """Delete stored spans older than SPAN_RETENTION_SECONDS; return how many."""
+    purged = spans.purge_old_spans()
+    if purged:
+        logger.info(
+            "purged %s spans older than %ss",
+            purged,
+            settings.SPAN_RETENTION_SECONDS,
+        )
     return purged

@@ -17,6 +17,7 @@ import requests
 from django.conf import settings
 from urllib3.exceptions import NewConnectionError
 
+from controlplane import metrics, tracing
 from resilience import core
 from resilience.models import BreakerTransition, Policy, Target
 
@@ -116,7 +117,11 @@ def pipeline(target: str, overrides: dict[str, Any] | None = None) -> core.Pipel
     else:
         config = base
     return core.Pipeline(
-        target, config, redis_client(), on_transition=record_transition
+        target,
+        config,
+        redis_client(),
+        on_transition=record_transition,
+        on_event=tracing.record_pipeline_event,
     )
 
 
@@ -175,28 +180,33 @@ def http_call(
             started_at=datetime.now(UTC),
         )
         attempts.append(record)
-        try:
-            response = session.request(
-                method,
-                url,
-                json=body,
-                headers=headers,
-                timeout=attempt.timeout if attempt else 10.0,
-            )
-        except requests.RequestException as exc:
+        with tracing.attempt_span(target.name, record.number) as span:
+            try:
+                response = session.request(
+                    method,
+                    url,
+                    json=body,
+                    headers=headers,
+                    timeout=attempt.timeout if attempt else 10.0,
+                )
+            except requests.RequestException as exc:
+                record.finished_at = datetime.now(UTC)
+                record.error = f"{type(exc).__name__}: {exc}"
+                record.outcome = "unknown" if _maybe_sent(exc) else "failed"
+                tracing.end_attempt(span, record.outcome, None)
+                raise
             record.finished_at = datetime.now(UTC)
-            record.error = f"{type(exc).__name__}: {exc}"
-            record.outcome = "unknown" if _maybe_sent(exc) else "failed"
-            raise
-        record.finished_at = datetime.now(UTC)
-        record.status_code = response.status_code
-        record.outcome = _classify(response.status_code)
-        if response.status_code >= 400:
-            record.error = f"HTTP {response.status_code}: {response.text[:200]}"
+            record.status_code = response.status_code
+            record.outcome = _classify(response.status_code)
+            if response.status_code >= 400:
+                record.error = f"HTTP {response.status_code}: {response.text[:200]}"
+            tracing.end_attempt(span, record.outcome, response.status_code)
         return response
 
     result = pipeline(target.name, overrides).execute(send)
-    return _outcome(result, attempts)
+    outcome = _outcome(result, attempts)
+    metrics.record_call(target.name, outcome.outcome, outcome.rejected_by)
+    return outcome
 
 
 def _maybe_sent(exc: requests.RequestException) -> bool:

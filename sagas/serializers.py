@@ -5,6 +5,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from controlplane.api import RejectUnknownFieldsMixin
 from sagas.definitions import FIELD_TYPES, validate_steps
 from sagas.models import (
     RunStatus,
@@ -16,7 +17,7 @@ from sagas.models import (
 )
 
 
-class SagaDefinitionSerializer(serializers.ModelSerializer):
+class SagaDefinitionSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
     class Meta:
         model = SagaDefinition
         fields = [
@@ -130,6 +131,7 @@ class SagaRunSerializer(serializers.ModelSerializer):
             "created_at",
             "started_at",
             "finished_at",
+            "trace_id",
             "steps",
             "history",
         ]
@@ -150,10 +152,11 @@ class SagaRunListSerializer(serializers.ModelSerializer):
             "created_at",
             "started_at",
             "finished_at",
+            "trace_id",
         ]
 
 
-class StartRunSerializer(serializers.Serializer):
+class StartRunSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     saga = serializers.SlugRelatedField(
         slug_field="name",
         queryset=SagaDefinition.objects.all(),

@@ -9,17 +9,20 @@ compare-and-set, and each downstream request carries a stable
 
 from celery import shared_task
 
+from controlplane import tracing
 from sagas import services, sweeper
 
 
 @shared_task(name="sagas.execute_step", acks_late=True, reject_on_worker_lost=True)
 def execute_step(run_id: str, index: int) -> None:
-    services.execute_step(run_id, index)
+    with tracing.run_logging_context(run_id):
+        services.execute_step(run_id, index)
 
 
 @shared_task(name="sagas.compensate_next", acks_late=True, reject_on_worker_lost=True)
 def compensate_next(run_id: str) -> None:
-    services.compensate_next(run_id)
+    with tracing.run_logging_context(run_id):
+        services.compensate_next(run_id)
 
 
 @shared_task(name="sagas.resume_stalled_runs")

@@ -14,10 +14,24 @@ from tests.stack import Stack, redis_url_with_db, running_stack
 REDIS_DATABASES = 16
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    from django.conf import settings
+
+    # The span exporter's thread would write to the test database outside
+    # any test's transaction; tracing tests turn it back on where needed.
+    settings.TRACING_DATABASE_EXPORT = False
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The whole control plane, started once for the session's stack tests."""
-    base = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    base = os.environ.get("REDIS_URL")
+    if not base:
+        # The stack flushes its Redis database, so it never guesses one.
+        pytest.fail(
+            "REDIS_URL is not set: run the suite with `make test`, which finds "
+            "or starts a Redis, or set REDIS_URL to a Redis you may flush."
+        )
     database = (int(urlsplit(base).path.strip("/") or 0) + 1) % REDIS_DATABASES
     tmp_dir: Path = tmp_path_factory.mktemp("stack")
     with running_stack(tmp_dir, redis_url_with_db(base, database)) as running:
