@@ -12,10 +12,13 @@ Every error is a problem+json style object::
 error code) and the rejected value when the request carried one.
 """
 
+import math
+from http import HTTPStatus
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.http import Http404
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views.defaults import page_not_found, server_error
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -59,10 +62,21 @@ def _flatten(detail: Any, path: list[str], request_data: Any) -> list[dict[str, 
             "code": getattr(item, "code", "invalid"),
             "message": str(item),
         }
-        if value is not _MISSING and not isinstance(value, dict | list):
-            entry["value"] = value
+        if value is not _MISSING:
+            entry["value"] = _json_safe(value)
         errors.append(entry)
     return errors
+
+
+def _json_safe(value: Any) -> Any:
+    """Return the value as JSON can carry it (inf and NaN become text)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def problem(
@@ -86,6 +100,13 @@ def problem(
     response = Response(body, status=status_code, headers=headers)
     response.content_type = "application/problem+json"
     return response
+
+
+def _title(status_code: int) -> str:
+    try:
+        return HTTPStatus(status_code).phrase + "."
+    except ValueError:
+        return "Error."
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -122,8 +143,46 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     detail_text = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     return problem(
         response.status_code,
-        str(exc.default_detail),
+        _title(response.status_code),
         str(detail_text),
         code,
         headers=headers,
+    )
+
+
+def api_not_found(
+    request: HttpRequest, exception: Exception | None = None
+) -> HttpResponse:
+    """Answer 404 in the API's error shape under /api/, as HTML elsewhere."""
+    if request.path.startswith(("/api/", "/demo/")):
+        return _plain_problem(
+            404, "Not Found.", f"No resource at {request.path}.", "not_found"
+        )
+    return page_not_found(request, exception or Http404())
+
+
+def api_server_error(request: HttpRequest) -> HttpResponse:
+    """Answer 500 in the API's error shape under /api/, as HTML elsewhere."""
+    if request.path.startswith(("/api/", "/demo/")):
+        return _plain_problem(
+            500,
+            "Internal Server Error.",
+            "The server failed to handle the request; it is logged.",
+            "server_error",
+        )
+    return server_error(request)
+
+
+def _plain_problem(
+    status_code: int, title: str, detail: str, code: str
+) -> HttpResponse:
+    body = {
+        "type": f"/api/problems/{code}",
+        "title": title,
+        "status": status_code,
+        "detail": detail,
+        "code": code,
+    }
+    return JsonResponse(
+        body, status=status_code, content_type="application/problem+json"
     )

@@ -178,6 +178,10 @@ def _children(port: int, data_dir: Path) -> dict[str, list[str]]:
             "120",
             "--graceful-timeout",
             "5",
+            # gunicorn's control socket defaults to one path per user, which
+            # two instances on one machine would share.
+            "--control-socket",
+            str(data_dir / "gunicorn.ctl"),
             "--access-logfile",
             "-",
             "--log-level",
@@ -234,17 +238,79 @@ def run(port: int) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     base_url = f"http://127.0.0.1:{port}"
 
-    with redis_url(data_dir) as url:
-        env = {
-            **os.environ,
-            "REDIS_URL": url,
-            "DEMO_BASE_URL": base_url,
-            "CONTROLPLANE_DATA_DIR": str(data_dir),
-        }
-        env.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
-        _manage(env, "migrate", "--no-input", "-v", "0")
-        _manage(env, "seed_demo", "--base-url", base_url)
-        return _supervise(_children(port, data_dir), env, port)
+    # Both checks come before the migrations and the seeding, which point
+    # the demo targets at this port: a second instance must change nothing.
+    with data_dir_lock(data_dir):
+        if not port_free(port):
+            logger.error("port %s on 127.0.0.1 is in use; set PORT to a free one", port)
+            return 1
+        # Each process writes its Prometheus counters to files here, which
+        # /metrics adds up, so files left by an earlier run must go.
+        metrics_dir = data_dir / "prometheus"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        with redis_url(data_dir) as url:
+            env = {
+                **os.environ,
+                "REDIS_URL": url,
+                "DEMO_BASE_URL": base_url,
+                "CONTROLPLANE_DATA_DIR": str(data_dir),
+                "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            }
+            env.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
+            _manage(env, "migrate", "--no-input", "-v", "0")
+            _manage(env, "seed_demo", "--base-url", base_url)
+            return _supervise(_children(port, data_dir), env, port)
+
+
+class AlreadyRunning(RuntimeError):
+    """Another launcher holds the data folder."""
+
+
+@contextlib.contextmanager
+def data_dir_lock(data_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the data folder while the block runs."""
+    import fcntl
+
+    handle = (data_dir / "launcher.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise AlreadyRunning(
+            f"Another `make run` is using {data_dir}; stop it first, or set "
+            "CONTROLPLANE_DATA_DIR to another folder."
+        ) from None
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def port_free(port: int) -> bool:
+    """Return whether nothing listens on 127.0.0.1 at the port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def port_number(text: str) -> int:
+    """Parse a TCP port for argparse, with a message naming the rule."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"PORT must be an integer from 1 to 65535, got {text!r}"
+        ) from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"PORT must be an integer from 1 to 65535, got {port}"
+        )
+    return port
 
 
 # A worker or beat that exits is started again, like a process manager
@@ -350,7 +416,7 @@ def test(pytest_args: list[str]) -> int:
 
 
 # Benchmarks run by `make bench`, each a module printing `name: value` lines.
-BENCHMARKS = ["bench.pipeline"]
+BENCHMARKS = ["bench.pipeline", "bench.sagas", "bench.dashboard"]
 
 
 def bench(names: list[str]) -> int:
@@ -366,6 +432,23 @@ def bench(names: list[str]) -> int:
     return status
 
 
+def chaos(chaos_args: list[str]) -> int:
+    """Run the chaos test of tests/chaos.py with a reachable Redis in REDIS_URL."""
+    data_dir = BASE_DIR / "var" / "chaos"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with redis_url(data_dir) as url:
+        env = {**os.environ, "REDIS_URL": url}
+        command = [sys.executable, "-m", "tests.chaos", *chaos_args]
+        process = subprocess.Popen(command, env=env, cwd=BASE_DIR)
+        # The chaos run stops the processes it started when it gets SIGINT
+        # or SIGTERM, so it is given the signal and waited for, not killed.
+        signal.signal(signal.SIGTERM, lambda signum, frame: process.send_signal(signum))
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            return process.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s launcher %(message)s")
     parser = argparse.ArgumentParser(prog="python -m controlplane.launcher")
@@ -373,19 +456,26 @@ def main(argv: list[str] | None = None) -> int:
     run_parser = commands.add_parser("run", help="start the whole control plane")
     run_parser.add_argument(
         "--port",
-        type=int,
-        default=int(os.environ.get("PORT", "8000")),
+        type=port_number,
+        default=os.environ.get("PORT", "8000"),
         help="TCP port of the web server on 127.0.0.1 (default: PORT or 8000)",
     )
     commands.add_parser("test", help="run the test suite with a Redis server")
     commands.add_parser("bench", help="run the benchmarks under bench/")
+    commands.add_parser("chaos", help="run sagas while killing workers")
     args, rest = parser.parse_known_args(argv)
     if args.command == "run":
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
-        return run(args.port)
+        try:
+            return run(args.port)
+        except AlreadyRunning as exc:
+            logger.error("%s", exc)
+            return 1
     if args.command == "bench":
         return bench(rest)
+    if args.command == "chaos":
+        return chaos(rest)
     return test(rest)
 
 

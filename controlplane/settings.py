@@ -52,6 +52,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "controlplane.middleware.RequestIdMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -154,7 +155,12 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["controlplane.permissions.IsOperatorOrReadOnly"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "controlplane.errors.exception_handler",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "controlplane.api.CheckedLimitOffsetPagination",
+    "DEFAULT_PARSER_CLASSES": [
+        "controlplane.api.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
@@ -187,6 +193,10 @@ SAGA_LEASE_SECONDS = float(os.environ.get("SAGA_LEASE_SECONDS", "10"))
 # Claims of one step's action (or compensation) before it is given up: a
 # step whose worker dies every time ends in compensation, not in a loop.
 SAGA_MAX_CLAIMS = int(os.environ.get("SAGA_MAX_CLAIMS", "3"))
+# A compensation that the pipeline rejected before sending it (breaker open,
+# bulkhead full, rate limit reached) is tried again after this many seconds,
+# without using up its retry budget.
+SAGA_REJECTED_RETRY_SECONDS = float(os.environ.get("SAGA_REJECTED_RETRY_SECONDS", "5"))
 # Modules whose @saga_step functions saga definitions may name.
 SAGA_STEP_MODULES = ["sagas.builtin_steps"]
 
@@ -194,14 +204,28 @@ SAGA_STEP_MODULES = ["sagas.builtin_steps"]
 # address so the seeded targets point at the running web server.
 DEMO_BASE_URL = os.environ.get("DEMO_BASE_URL", "http://127.0.0.1:8000")
 
+# LOG_FORMAT=json writes one JSON object per line; anything else is plain
+# text. Either way every line carries the trace, span, run and request ids.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "plain")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {
+        "trace_context": {"()": "controlplane.logging.TraceContextFilter"},
+    },
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "plain": {
+            "format": "%(asctime)s %(levelname)s %(name)s [trace=%(trace_id)s "
+            "span=%(span_id)s run=%(run_id)s request=%(request_id)s] %(message)s"
+        },
+        "json": {"()": "controlplane.logging.JsonFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "plain",
+            "filters": ["trace_context"],
+        },
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
@@ -222,6 +246,24 @@ IDEMPOTENCY_RETRY_AFTER_SECONDS = 1
 IDEMPOTENCY_PURGE_BATCH_SIZE = 1000
 IDEMPOTENCY_PURGE_INTERVAL = float(os.environ.get("IDEMPOTENCY_PURGE_INTERVAL", "300"))
 
+# Tracing (see controlplane.tracing and docs/tracing.md). Spans go to the
+# database; OTLP export is on only when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+TRACING_ENABLED = _env_bool("TRACING_ENABLED", True)
+# Read at every export, so a test process can turn the database export off.
+TRACING_DATABASE_EXPORT = _env_bool("TRACING_DATABASE_EXPORT", True)
+# Finished spans waiting for the exporter; more are dropped and counted.
+TRACING_MAX_QUEUE_SIZE = int(os.environ.get("TRACING_MAX_QUEUE_SIZE", "4096"))
+# Spans per INSERT, and milliseconds between two exports.
+TRACING_EXPORT_BATCH_SIZE = int(os.environ.get("TRACING_EXPORT_BATCH_SIZE", "256"))
+TRACING_EXPORT_DELAY_MS = int(os.environ.get("TRACING_EXPORT_DELAY_MS", "1000"))
+# Stored spans older than this many seconds are deleted by a periodic task.
+SPAN_RETENTION_SECONDS = int(os.environ.get("SPAN_RETENTION_SECONDS", "604800"))
+SPAN_PURGE_BATCH_SIZE = 1000
+SPAN_PURGE_INTERVAL = float(os.environ.get("SPAN_PURGE_INTERVAL", "3600"))
+# POST /demo/tracecontext/ forwards only to loopback URLs unless this is
+# true, so the endpoint cannot be used to send requests to other hosts.
+TRACECONTEXT_ALLOW_ANY_HOST = _env_bool("TRACECONTEXT_ALLOW_ANY_HOST", False)
+
 # Periodic tasks run by Celery beat.
 SAGA_SWEEP_INTERVAL = float(os.environ.get("SAGA_SWEEP_INTERVAL", "5"))
 CELERY_BEAT_SCHEDULE = {
@@ -236,5 +278,9 @@ CELERY_BEAT_SCHEDULE = {
     "purge-idempotency-records": {
         "task": "controlplane.purge_idempotency_records",
         "schedule": IDEMPOTENCY_PURGE_INTERVAL,
+    },
+    "purge-spans": {
+        "task": "controlplane.purge_spans",
+        "schedule": SPAN_PURGE_INTERVAL,
     },
 }

@@ -7,6 +7,9 @@ from rest_framework.routers import SimpleRouter
 
 from controlplane import dashboard, views
 from controlplane.idempotency_api import IdempotencyRecordViewSet
+from controlplane.metrics import metrics_view
+from controlplane.traceforward import tracecontext_forward
+from controlplane.traces_api import TraceView
 from demo import urls as demo_urls
 from resilience import urls as resilience_urls
 from sagas import urls as saga_urls
@@ -25,6 +28,7 @@ api_patterns = [
     *saga_urls.api_urlpatterns,
     *resilience_urls.api_urlpatterns,
     *demo_urls.api_urlpatterns,
+    path("traces/<str:trace_id>/", TraceView.as_view(), name="api-trace"),
     *router.urls,
 ]
 
@@ -36,7 +40,13 @@ urlpatterns = [
     path("logout/", views.LogoutView.as_view(), name="logout"),
     path("healthz/", views.healthz, name="healthz"),
     path("idempotency/", dashboard.idempotency_records, name="idempotency-records"),
+    path("traces/<str:trace_id>/", dashboard.trace_detail, name="trace-detail"),
+    path("metrics", metrics_view, name="metrics"),
     path("api/", include(api_patterns)),
+    path("demo/tracecontext/", tracecontext_forward, name="demo-tracecontext-forward"),
     path("demo/", include(demo_urls.service_urlpatterns)),
     path("admin/", admin.site.urls),
 ]
+
+handler404 = "controlplane.errors.api_not_found"
+handler500 = "controlplane.errors.api_server_error"

@@ -2,6 +2,7 @@
 
 from rest_framework import serializers
 
+from controlplane.api import RejectUnknownFieldsMixin
 from resilience.models import BreakerTransition, Target
 
 
@@ -68,7 +69,7 @@ class RateLimiterSerializer(serializers.Serializer):
     rejected = serializers.IntegerField()
 
 
-class CallRequestSerializer(serializers.Serializer):
+class CallRequestSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     target = serializers.SlugRelatedField(
         slug_field="name",
         queryset=Target.objects.all(),

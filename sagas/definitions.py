@@ -158,10 +158,27 @@ ORDER_SAGA: dict[str, Any] = {
         "shipment and confirm the order; on failure undo in reverse order."
     ),
     "input_schema": [
-        {"name": "customer_id", "type": "string", "max_length": 64},
-        {"name": "product_id", "type": "string", "max_length": 64},
-        {"name": "quantity", "type": "integer", "min_value": 1, "max_value": 1000},
-        {"name": "amount", "type": "decimal", "min_value": "0.01"},
+        {
+            "name": "customer_id",
+            "type": "string",
+            "max_length": 64,
+            "example": "customer-1",
+        },
+        {
+            "name": "product_id",
+            "type": "string",
+            "max_length": 64,
+            "example": "sku-1",
+            "help": "The demo stock has sku-1 to sku-5, and sku-empty with none.",
+        },
+        {
+            "name": "quantity",
+            "type": "integer",
+            "min_value": 1,
+            "max_value": 1000,
+            "example": 2,
+        },
+        {"name": "amount", "type": "decimal", "min_value": "0.01", "example": "19.90"},
     ],
     "steps": [
         {

@@ -79,6 +79,10 @@ class SagaRun(models.Model):
     )
     input = models.JSONField(default=dict)
     error = models.TextField(blank=True)
+    # The W3C trace context of the run's "saga.run" span: every step,
+    # attempt and compensation span of the run is its descendant.
+    trace_id = models.CharField(max_length=32, blank=True, db_index=True)
+    traceparent = models.CharField(max_length=55, blank=True)
     needs_attention = models.BooleanField(default=False)
     # Set by the operator's retry action: compensation_failed steps whose
     # compensation finished before this moment are compensated again.
@@ -106,6 +110,12 @@ class SagaRun(models.Model):
             models.Index(fields=["-created_at"]),
             models.Index(fields=["status", "-created_at"]),
             models.Index(fields=["definition", "-created_at"]),
+            models.Index(fields=["definition", "status", "-created_at"]),
+            models.Index(
+                fields=["-created_at"],
+                condition=models.Q(needs_attention=True),
+                name="run_needs_attention_idx",
+            ),
         ]
 
     def __str__(self) -> str:

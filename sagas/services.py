@@ -26,10 +26,12 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
+from controlplane import metrics, tracing
 from resilience.services import HttpOutcome
 from sagas import leases
 from sagas.calls import perform
@@ -52,13 +54,17 @@ def start_run(definition: SagaDefinition, data: Any, user: Any = None) -> SagaRu
     cleaned = validate_input(definition.input_schema, data)
     now = timezone.now()
 
-    with transaction.atomic():
+    # The run span ends when this function returns; steps in the workers
+    # open their spans under the traceparent stored on the run.
+    with tracing.run_span(definition.name) as trace_fields, transaction.atomic():
         run = SagaRun.objects.create(
             definition=definition,
             steps_snapshot=definition.steps,
             input=cleaned,
             created_by=user if user is not None and user.is_authenticated else None,
+            **trace_fields,
         )
+        tracing.set_span_run_id(run.pk)
         StepRun.objects.bulk_create(
             StepRun(run=run, index=index, name=step["name"], target=step["target"])
             for index, step in enumerate(definition.steps)
@@ -96,6 +102,7 @@ def transition_run(
             run_id=run_id, from_status=current, to_status=new, at=now, reason=reason
         )
     logger.info("run=%s status %s -> %s (%s)", run_id, current, new, reason)
+    metrics.record_run_transition(run_id, new)
     return True
 
 
@@ -133,6 +140,12 @@ def execute_step(run_id: Any, index: int) -> None:
     if run is None:
         logger.warning("run=%s step=%s skipped: run not found", run_id, index)
         return
+    with tracing.saga_span(run, "saga.step", index):
+        _execute_step(run, index)
+
+
+def _execute_step(run: SagaRun, index: int) -> None:
+    run_id = run.pk
     if run.status == RunStatus.PENDING:
         transition_run(
             run.pk,
@@ -314,9 +327,14 @@ def compensate_next(run_id: Any) -> None:
         return
     token = _claim_compensation(run, step)
     if token is not None:
-        with leases.renewing(step, token):
-            outcome = perform(run, step, run.steps_snapshot[step.index], "compensation")
-        _finish_compensation_step(run, step, token, outcome)
+        spec = run.steps_snapshot[step.index]
+        with tracing.saga_span(run, "saga.compensation", step.index):
+            with leases.renewing(step, token):
+                outcome = perform(run, step, spec, "compensation")
+            _finish_compensation_step(run, step, token, outcome)
+        step.refresh_from_db()
+        if step.status == StepStatus.COMPENSATING:
+            return  # postponed: the sweeper wakes the run up at its lease end
     transaction.on_commit(lambda: enqueue_compensation(run.pk))
 
 
@@ -372,6 +390,9 @@ def _claim_compensation(run: SagaRun, step: StepRun) -> int | None:
 def _finish_compensation_step(
     run: SagaRun, step: StepRun, token: int, outcome: HttpOutcome
 ) -> None:
+    if outcome.rejected_by and not outcome.attempts:
+        _postpone_compensation(run, step, token, outcome)
+        return
     if outcome.outcome == "succeeded":
         stored = transition_step(
             step,
@@ -400,6 +421,40 @@ def _finish_compensation_step(
         )
     if not stored:
         _log_stale(run, step, token)
+
+
+def _postpone_compensation(
+    run: SagaRun, step: StepRun, token: int, outcome: HttpOutcome
+) -> None:
+    """Try a compensation again later when the pipeline rejected it unsent.
+
+    A breaker that is open, a full bulkhead or an exhausted rate limit says
+    nothing about the compensation itself, so it does not use up its retry
+    budget or a claim. The step keeps its status with a lease that ends at
+    the next try; the sweeper wakes the run up then. Until the target lets
+    it through (an operator may have forced the breaker open), the run
+    stays compensating with that scheduled wake-up.
+    """
+    delay = timedelta(seconds=settings.SAGA_REJECTED_RETRY_SECONDS)
+    wake_at = timezone.now() + delay
+    reason = failure_reason(outcome)
+    postponed = StepRun.objects.filter(
+        pk=step.pk, status=StepStatus.COMPENSATING, lease_token=token
+    ).update(
+        lease_expires_at=wake_at,
+        compensation_claims=F("compensation_claims") - 1,
+        compensation_error=f"{reason[:3900]}; next try at {wake_at.isoformat()}",
+    )
+    if not postponed:
+        _log_stale(run, step, token)
+        return
+    logger.info(
+        "run=%s step=%s compensation postponed to %s: %s",
+        run.pk,
+        step.name,
+        wake_at.isoformat(),
+        reason,
+    )
 
 
 def _finish_compensation(run: SagaRun) -> None:

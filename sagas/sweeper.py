@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db.models import Max, Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from sagas import leases
@@ -56,7 +57,9 @@ def _resume_idle_running_runs() -> int:
     runs = (
         SagaRun.objects.filter(status=RunStatus.RUNNING)
         .exclude(steps__status=StepStatus.RUNNING)
-        .annotate(last_finished=Max("steps__finished_at"))
+        # A run whose worker died before it claimed step 0 has no finished
+        # step, so its start time is used as the last finish.
+        .annotate(last_finished=Coalesce(Max("steps__finished_at"), "started_at"))
         .filter(last_finished__lt=idle_since)
     )
     resumed = 0

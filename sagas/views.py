@@ -1,5 +1,6 @@
 """Dashboard pages for saga runs: overview, list, detail and start form."""
 
+import json
 import logging
 from datetime import timedelta
 from typing import Any
@@ -80,11 +81,16 @@ def run_detail(request: HttpRequest, run_id: Any) -> HttpResponse:
         "run": run,
         "steps": steps,
         "history": run.status_changes.all(),
-        "duration": services.run_age(run),
+        "duration_ms": _milliseconds(services.run_age(run)),
+        "input_json": json.dumps(run.input, indent=2, sort_keys=True),
         "is_operator": is_operator(request.user),
         "timeline": timeline(list(steps)),
     }
     return render(request, "sagas/run_detail.html", context)
+
+
+def _milliseconds(duration: timedelta | None) -> int | None:
+    return None if duration is None else int(duration.total_seconds() * 1000)
 
 
 TIMELINE_ROW_HEIGHT = 22

@@ -14,6 +14,8 @@ import pytest
 from django.contrib.auth.models import User
 from django.utils import timezone
 
+from resilience import services as resilience
+from resilience.models import Policy, Target
 from sagas import actions, services, sweeper
 from sagas.models import (
     RunStatus,
@@ -350,3 +352,43 @@ def test_unregistered_function_fails_step(queue: Queue) -> None:
     run.refresh_from_db()
     assert run.status == RunStatus.COMPENSATED
     assert "not a registered saga step" in run.steps.get().error
+
+
+def test_compensation_waits_while_breaker_open(queue: Queue) -> None:
+    target = Target.objects.create(name="guarded", base_url="http://127.0.0.1:9")
+    Policy.objects.create(
+        target=target, config={"circuit_breaker": {"minimum_number_of_calls": 5}}
+    )
+    breaker = resilience.pipeline("guarded").breaker
+    breaker.reset()
+    definition = SagaDefinition.objects.create(
+        name="guarded-saga",
+        steps=[{**step("a"), "target": "guarded"}, step("b")],
+    )
+    behaviour["b:action"] = fail_definitely
+    run = services.start_run(definition, {})
+    queue.run_one()
+    breaker.force_open()
+    queue.drain()
+
+    run.refresh_from_db()
+    waiting = run.steps.get(name="a")
+    assert run.status == RunStatus.COMPENSATING
+    assert waiting.status == StepStatus.COMPENSATING
+    assert waiting.compensation_attempts == 0
+    assert waiting.compensation_claims == 0
+    assert "next try at" in waiting.compensation_error
+
+    breaker.reset()
+    StepRun.objects.filter(pk=waiting.pk).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    SagaRun.objects.filter(pk=run.pk).update(
+        updated_at=timezone.now() - timedelta(minutes=5)
+    )
+    sweeper.resume_stalled_runs()
+    queue.drain()
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.COMPENSATED
+    assert run.steps.get(name="a").status == StepStatus.COMPENSATED

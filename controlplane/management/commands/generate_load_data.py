@@ -81,7 +81,7 @@ class Command(BaseCommand):
         now = timezone.now()
         statuses = [RunStatus.COMPLETED] * 8 + [RunStatus.COMPENSATED] * 2
         runs = []
-        steps = []
+        steps: list[StepRun] = []
         for _ in range(count):
             created = now - timedelta(seconds=rng.uniform(0, 7 * 86400))
             status = rng.choice(statuses)
@@ -133,7 +133,7 @@ def _set_created_at(runs: list[tuple[SagaRun, Any]]) -> None:
     params = [
         (
             connection.ops.adapt_datetimefield_value(created),
-            id_field.get_db_prep_value(run.pk, connection),  # type: ignore[union-attr]
+            id_field.get_db_prep_value(run.pk, connection),
         )
         for run, created in runs
     ]

@@ -1,0 +1,85 @@
+"""Shared pieces of the REST API: parser, pagination, serializer mixin."""
+
+from collections.abc import Mapping
+from typing import Any
+
+from rest_framework import serializers
+from rest_framework.exceptions import ParseError, ValidationError
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.parsers import JSONParser
+from rest_framework.request import Request
+
+# Request bodies nest no deeper than this; the JSON decoder would otherwise
+# recurse until Python's stack limit and fail with a 500.
+MAX_JSON_DEPTH = 64
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    if level > MAX_JSON_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
+
+
+class BoundedJSONParser(JSONParser):
+    """Parse JSON and reject bodies nested deeper than MAX_JSON_DEPTH."""
+
+    def parse(
+        self,
+        stream: Any,
+        media_type: str | None = None,
+        parser_context: Mapping[str, Any] | None = None,
+    ) -> Any:
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError(
+                f"JSON parse error - nested deeper than {MAX_JSON_DEPTH} levels."
+            ) from None
+        if _depth(data) > MAX_JSON_DEPTH:
+            raise ParseError(
+                f"JSON parse error - nested deeper than {MAX_JSON_DEPTH} levels."
+            )
+        return data
+
+
+class CheckedLimitOffsetPagination(LimitOffsetPagination):
+    """Limit/offset pagination that rejects bad values instead of ignoring them."""
+
+    max_limit = 500
+
+    def paginate_queryset(
+        self, queryset: Any, request: Request, view: Any = None
+    ) -> Any:
+        errors: dict[str, list[str]] = {}
+        for name, minimum in (
+            (self.limit_query_param, 1),
+            (self.offset_query_param, 0),
+        ):
+            raw = request.query_params.get(name)
+            if raw is None:
+                continue
+            if not raw.isdigit() or int(raw) < minimum:
+                errors[name] = [f"Must be an integer of at least {minimum}."]
+            elif name == self.limit_query_param and int(raw) > self.max_limit:
+                errors[name] = [f"Must be at most {self.max_limit}."]
+        if errors:
+            raise ValidationError(errors, code="invalid")
+        return super().paginate_queryset(queryset, request, view)
+
+
+class RejectUnknownFieldsMixin(serializers.Serializer):
+    """Reject request fields that the serializer does not define."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise ValidationError(
+                    {name: ["This field is not known."] for name in unknown},
+                    code="unknown_field",
+                )
+        return super().to_internal_value(data)
