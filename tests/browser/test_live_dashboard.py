@@ -1,6 +1,7 @@
 """Fault controls, compensation on the timeline and live breaker tiles."""
 
 import re
+import time
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -61,3 +62,39 @@ def test_force_open_reaches_second_page(page: Page, stack: Stack) -> None:
     page.click("article[data-target='shipping'] button[data-action='reset']")
     expect(tile_state).to_have_text("closed", timeout=1_500)
     watcher.close()
+
+
+def wait_for_span(stack: Stack, trace_id: str, name: str) -> None:
+    """Wait for a span to be stored: the exporter writes about once a second."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        response = stack.get(f"/api/traces/{trace_id}/")
+        if response.status_code == 200 and name in response.text:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"span {name!r} of trace {trace_id} was never stored")
+
+
+def test_trace_of_run_expands_span(page: Page, stack: Stack) -> None:
+    run = stack.start_run(
+        "order",
+        {
+            "customer_id": "trace-c",
+            "product_id": "sku-1",
+            "quantity": 1,
+            "amount": "2.00",
+        },
+    )
+    finished = stack.wait_for_run(run["id"])
+    wait_for_span(stack, finished["trace_id"], "saga.step create_order")
+    page.goto(stack.url(f"/runs/{run['id']}/"))
+
+    page.click("#run-trace")
+    page.wait_for_url(re.compile(r"/traces/[0-9a-f]{32}/$"))
+    rows = page.locator("#trace-spans details")
+    step = rows.filter(has_text="saga.step create_order").first
+    step.locator("summary").click()
+
+    expect(step).to_have_attribute("open", "")
+    expect(step.locator(".span-attributes")).to_contain_text("saga.run_id")
+    expect(step.locator(".span-attributes")).to_contain_text(run["id"])
