@@ -30,5 +30,9 @@ check: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m controlplane.launcher bench
 
+# CHAOS_ARGS passes options on, e.g. CHAOS_ARGS="--runs 200 --workers 4".
+chaos: $(STAMP)
+	$(BIN)/python -m controlplane.launcher chaos $(CHAOS_ARGS)
+
 clean:
 	rm -rf var/test .pytest_cache .mypy_cache .ruff_cache
