@@ -92,7 +92,6 @@ def _database() -> dict[str, object]:
         # transactions take the write lock up front, so two writers queue
         # on `timeout` instead of failing with "database is locked" when a
         # read transaction tries to upgrade.
-        config["CONN_MAX_AGE"] = 0
         config["OPTIONS"] = {
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             "transaction_mode": "IMMEDIATE",
@@ -143,6 +142,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_TASK_DEFAULT_QUEUE = "controlplane"
+# Saga tasks report through the database; only tasks that a caller waits
+# for (a protected call from the API) store a result in Redis.
+CELERY_TASK_IGNORE_RESULT = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 REST_FRAMEWORK = {

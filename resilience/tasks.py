@@ -7,7 +7,7 @@ from celery import shared_task
 from resilience import samples, services
 
 
-@shared_task(name="resilience.protected_call")
+@shared_task(name="resilience.protected_call", ignore_result=False)
 def protected_call(
     target: str, method: str, path: str, body: Any = None
 ) -> dict[str, Any]:

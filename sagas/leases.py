@@ -21,7 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -129,4 +129,3 @@ def renewing(step: StepRun, token: int) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
-        close_old_connections()

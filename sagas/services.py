@@ -255,7 +255,9 @@ def _finish_step_failed(
         token=token,
         finished_at=timezone.now(),
         error=reason[:4000],
-        outcome_unknown=outcome.outcome_unknown,
+        # An earlier claim's worker may have sent the request before it was
+        # lost, so a later claim that fails says nothing about that one.
+        outcome_unknown=outcome.outcome_unknown or step.action_claims > 1,
         lease_expires_at=None,
     )
     if not stored:

@@ -9,11 +9,13 @@ enqueueing.
 import logging
 from datetime import timedelta
 
+import redis
 from django.conf import settings
 from django.db.models import Max, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from resilience.services import redis_client
 from sagas import leases
 from sagas.models import RunStatus, SagaRun, StepRun, StepStatus
 from sagas.services import enqueue_compensation, enqueue_step
@@ -23,6 +25,35 @@ logger = logging.getLogger(__name__)
 # A pending run whose first step message was lost (the broker was down at
 # commit time) is enqueued again once it is this old.
 PENDING_RESUME_AFTER = timedelta(seconds=30)
+
+
+# A run that only looks idle (its next message may still wait in the
+# queue) is resumed at most once per this many seconds.
+AMBIGUOUS_RESUME_INTERVAL = 60
+
+
+def _queue_backlog() -> int:
+    """Return how many messages wait in the saga queue, or 0 if unknown."""
+    from controlplane.celery import app
+
+    try:
+        with app.connection_for_write() as connection:
+            channel = connection.default_channel
+            queue = settings.CELERY_TASK_DEFAULT_QUEUE
+            return int(channel.client.llen(queue))
+    except Exception as exc:  # the broker's client type depends on the URL
+        logger.debug("queue length unknown: %s", exc)
+        return 0
+
+
+def _first_resume(run_id: object) -> bool:
+    """Return True once per AMBIGUOUS_RESUME_INTERVAL for each run."""
+    key = f"rcp:sweeper:resumed:{run_id}"
+    try:
+        return bool(redis_client().set(key, "1", nx=True, ex=AMBIGUOUS_RESUME_INTERVAL))
+    except redis.RedisError as exc:
+        logger.warning("run=%s resume throttle unavailable: %s", run_id, exc)
+        return True
 
 
 def resume_stalled_runs() -> int:
@@ -36,9 +67,13 @@ def resume_stalled_runs() -> int:
     4. A run still pending after ``PENDING_RESUME_AFTER``: enqueue step 0.
     """
     resumed = _resume_expired_steps()
-    resumed += _resume_idle_running_runs()
-    resumed += _resume_idle_compensations()
-    resumed += _resume_lost_pending_runs()
+    # Steps 2 to 4 cannot tell a lost message from one still waiting behind
+    # a backlog, so they wait for an empty queue and resume each run at most
+    # once a minute; otherwise a slow queue would fill with duplicates.
+    if _queue_backlog() == 0:
+        resumed += _resume_idle_running_runs()
+        resumed += _resume_idle_compensations()
+        resumed += _resume_lost_pending_runs()
     return resumed
 
 
@@ -65,7 +100,7 @@ def _resume_idle_running_runs() -> int:
     resumed = 0
     for run in runs:
         pending = run.steps.filter(status=StepStatus.PENDING).order_by("index").first()
-        if pending is None:
+        if pending is None or not _first_resume(run.pk):
             continue
         logger.warning(
             "run=%s step=%s next step was never started; resuming",
@@ -88,10 +123,14 @@ def _resume_idle_compensations() -> int:
         .exclude(busy)
         .values_list("pk", flat=True)
     )
+    resumed = 0
     for run_id in runs:
+        if not _first_resume(run_id):
+            continue
         logger.warning("run=%s compensation idle; resuming", run_id)
         enqueue_compensation(run_id)
-    return len(runs)
+        resumed += 1
+    return resumed
 
 
 def _resume_lost_pending_runs() -> int:
@@ -99,7 +138,11 @@ def _resume_lost_pending_runs() -> int:
         status=RunStatus.PENDING,
         created_at__lt=timezone.now() - PENDING_RESUME_AFTER,
     ).values_list("pk", flat=True)
+    resumed = 0
     for run_id in lost:
+        if not _first_resume(run_id):
+            continue
         logger.warning("run=%s still pending; enqueueing its first step", run_id)
         enqueue_step(run_id, 0)
-    return len(lost)
+        resumed += 1
+    return resumed
