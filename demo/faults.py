@@ -5,9 +5,11 @@ except ``/demo/<service>/state/``, which tests and the dashboard read
 while faults are on. Every other path passes untouched, with no database
 query.
 
-Each process caches a service's setting for ``CACHE_SECONDS``, so a change
-made through the API or the dashboard reaches every web process within that
-time, and at once in the process that made it.
+The setting is read from the database on every request (one query by a
+unique key), so a change made through the API or the dashboard applies to
+the next request in every web process. A cache would let another process
+answer with the old setting for a while, which made a fault set just
+before a saga start miss the saga's first steps.
 """
 
 import logging
@@ -24,7 +26,8 @@ from demo.models import SERVICES, FaultSetting
 
 logger = logging.getLogger(__name__)
 
-CACHE_SECONDS = 0.5
+# Seconds a process may reuse a setting it read; 0 reads it every time.
+CACHE_SECONDS = 0.0
 
 _DEMO_PATH = re.compile(r"^/demo/(?P<service>[a-z]+)/(?P<rest>.*)$")
 
