@@ -208,9 +208,12 @@ def _claim_action(run: SagaRun, step: StepRun) -> int | None:
     return None
 
 
+@transaction.atomic
 def _finish_step_succeeded(
     run: SagaRun, step: StepRun, token: int, outcome: HttpOutcome
 ) -> None:
+    # One transaction for the step's result and the run's completion, so a
+    # worker lost between the two cannot leave a finished run "running".
     stored = transition_step(
         step,
         StepStatus.RUNNING,
@@ -243,6 +246,7 @@ def _finish_step_succeeded(
         )
 
 
+@transaction.atomic
 def _finish_step_failed(
     run: SagaRun, step: StepRun, token: int, outcome: HttpOutcome
 ) -> None:
@@ -499,3 +503,32 @@ def run_age(run: SagaRun) -> timedelta | None:
     if run.started_at is None:
         return None
     return (run.finished_at or timezone.now()) - run.started_at
+
+
+def settle_idle_run(run: SagaRun) -> str | None:
+    """Move on a running run that no worker is moving, and say how.
+
+    Returns "step" when its next step was enqueued, "compensation" when a
+    failed step started its compensation, "completed" when every step had
+    succeeded, or None when there is nothing to do.
+    """
+    statuses = dict(run.steps.values_list("index", "status"))
+    if StepStatus.FAILED in statuses.values():
+        _start_compensation(run.pk, "a step had failed; resumed by the sweeper")
+        return "compensation"
+    pending = sorted(
+        i for i, status in statuses.items() if status == StepStatus.PENDING
+    )
+    if pending:
+        enqueue_step(run.pk, pending[0])
+        return "step"
+    if all(status == StepStatus.SUCCEEDED for status in statuses.values()):
+        transition_run(
+            run.pk,
+            [RunStatus.RUNNING],
+            RunStatus.COMPLETED,
+            "all steps succeeded; completed by the sweeper",
+            finished_at=timezone.now(),
+        )
+        return "completed"
+    return None

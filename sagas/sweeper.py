@@ -18,7 +18,7 @@ from django.utils import timezone
 from resilience.services import redis_client
 from sagas import leases
 from sagas.models import RunStatus, SagaRun, StepRun, StepStatus
-from sagas.services import enqueue_compensation, enqueue_step
+from sagas.services import enqueue_compensation, enqueue_step, settle_idle_run
 
 logger = logging.getLogger(__name__)
 
@@ -99,16 +99,12 @@ def _resume_idle_running_runs() -> int:
     )
     resumed = 0
     for run in runs:
-        pending = run.steps.filter(status=StepStatus.PENDING).order_by("index").first()
-        if pending is None or not _first_resume(run.pk):
+        if not _first_resume(run.pk):
             continue
-        logger.warning(
-            "run=%s step=%s next step was never started; resuming",
-            run.pk,
-            pending.index,
-        )
-        enqueue_step(run.pk, pending.index)
-        resumed += 1
+        outcome = settle_idle_run(run)
+        if outcome is not None:
+            logger.warning("run=%s idle while running; resumed: %s", run.pk, outcome)
+            resumed += 1
     return resumed
 
 

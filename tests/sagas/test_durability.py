@@ -392,3 +392,23 @@ def test_compensation_waits_while_breaker_open(queue: Queue) -> None:
     run.refresh_from_db()
     assert run.status == RunStatus.COMPENSATED
     assert run.steps.get(name="a").status == StepStatus.COMPENSATED
+
+
+def test_sweeper_completes_run_whose_worker_died(queue: Queue) -> None:
+    run = start(["a", "b"])
+    queue.drain()
+    # The worker stored the last step's result and died before the run's
+    # own change: put the run back as it would have been left.
+    SagaRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING)
+    StepRun.objects.filter(run=run).update(
+        finished_at=timezone.now() - timedelta(minutes=1)
+    )
+
+    resumed = sweeper.resume_stalled_runs()
+
+    run.refresh_from_db()
+    assert resumed == 1
+    assert run.status == RunStatus.COMPLETED
+    last = run.status_changes.last()
+    assert last is not None
+    assert "completed by the sweeper" in last.reason
