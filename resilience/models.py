@@ -70,3 +70,62 @@ class BreakerTransition(models.Model):
 
     def __str__(self) -> str:
         return f"{self.target.name}: {self.from_state} -> {self.to_state}"
+
+
+class PolicyVersion(models.Model):
+    """One saved revision of a target's policy, kept after the policy is gone.
+
+    Rows are keyed by the target's name rather than a foreign key, so the
+    history of a deleted policy or target stays readable. ``config`` is the
+    policy as saved (None for a deletion) and ``diff`` lists the changed
+    fields as ``{"path", "old", "new"}`` entries.
+    """
+
+    class Action(models.TextChoices):
+        CREATE = "create"
+        UPDATE = "update"
+        DELETE = "delete"
+        IMPORT = "import"
+
+    target_name = models.SlugField(max_length=64)
+    version = models.PositiveIntegerField()
+    action = models.CharField(max_length=8, choices=Action.choices)
+    config = models.JSONField(null=True, blank=True)
+    diff = models.JSONField(default=list)
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    changed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["target_name", "-version"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["target_name", "version"], name="policy_version_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.target_name} v{self.version} ({self.action})"
+
+
+class AuditEntry(models.Model):
+    """One write to a target or policy: who made it, when, and what changed."""
+
+    at = models.DateTimeField(db_index=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    # Kept apart from the foreign key so the entry still names a deleted user.
+    username = models.CharField(max_length=150, blank=True)
+    action = models.CharField(max_length=16)
+    object_type = models.CharField(max_length=16)
+    object_name = models.CharField(max_length=64)
+    summary = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        return f"{self.username} {self.action} {self.object_type} {self.object_name}"

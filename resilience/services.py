@@ -5,7 +5,9 @@ stored in the database, stores the breaker transitions it reports as rows,
 and sends protected HTTP requests to registered targets.
 """
 
+import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -27,14 +29,24 @@ logger = logging.getLogger(__name__)
 # retry and timeout, and no breaker, bulkhead or rate limiter.
 DEFAULT_POLICY: dict[str, Any] = {"retry": {}, "timeout": {}}
 
-# How long a worker trusts its cached copy of a policy before it reads the
-# version again from the database.
-POLICY_CACHE_SECONDS = 1.0
+# Pub/sub channel on which every saved policy change is announced as
+# {"target": name, "version": n}, once its transaction has committed.
+POLICY_CHANNEL = "rcp:policy-changes"
+# How long a process trusts its cached copy of a policy before it compares
+# the cached version with the database. It bounds how late a change arrives
+# when its pub/sub message was lost.
+POLICY_VERSION_CHECK_SECONDS = 0.5
+# Seconds between two connection attempts of a subscriber that lost Redis.
+SUBSCRIBER_RETRY_SECONDS = 1.0
 
 _redis_lock = threading.Lock()
 _redis_client: redis.Redis | None = None
 _cache_lock = threading.Lock()
 _policy_cache: dict[str, tuple[float, core.PolicyConfig]] = {}
+# Grows on every invalidation, so a load that raced with one is not cached.
+_cache_generation = 0
+_subscriber_lock = threading.Lock()
+_subscriber_pid: int | None = None
 
 
 def redis_client() -> redis.Redis:
@@ -49,12 +61,30 @@ def redis_client() -> redis.Redis:
 
 
 def load_policy(target: str) -> core.PolicyConfig:
-    """Return the target's policy, cached per process for about a second."""
+    """Return the target's policy from the process cache or the database.
+
+    The subscriber thread drops a cached copy as soon as a change message
+    names its target. A cached copy is also compared with the stored
+    version at most every POLICY_VERSION_CHECK_SECONDS, so a change applies
+    in under a second even when its message is lost.
+    """
+    _ensure_subscriber()
     now = time.monotonic()
     with _cache_lock:
         cached = _policy_cache.get(target)
-        if cached is not None and now - cached[0] < POLICY_CACHE_SECONDS:
-            return cached[1]
+        generation = _cache_generation
+    if cached is not None:
+        checked_at, config = cached
+        if now - checked_at < POLICY_VERSION_CHECK_SECONDS:
+            return config
+        stored_version = (
+            Policy.objects.filter(target__name=target)
+            .values_list("version", flat=True)
+            .first()
+        )
+        if stored_version == config.version:
+            _store_cached(target, (now, config), generation)
+            return config
 
     stored = Policy.objects.filter(target__name=target).first()
     if stored is None:
@@ -63,10 +93,111 @@ def load_policy(target: str) -> core.PolicyConfig:
         config = replace(
             core.PolicyConfig.from_dict(stored.config), version=stored.version
         )
-
-    with _cache_lock:
-        _policy_cache[target] = (now, config)
+    _store_cached(target, (now, config), generation)
     return config
+
+
+def _store_cached(
+    target: str, entry: tuple[float, core.PolicyConfig], generation: int
+) -> None:
+    with _cache_lock:
+        # An invalidation since the read means the copy may already be old.
+        if generation == _cache_generation:
+            _policy_cache[target] = entry
+
+
+def invalidate_policy(target: str | None = None) -> None:
+    """Drop this process's cached copy of a policy, or of all policies."""
+    global _cache_generation
+    with _cache_lock:
+        _cache_generation += 1
+        if target is None:
+            _policy_cache.clear()
+        else:
+            _policy_cache.pop(target, None)
+
+
+def _ensure_subscriber() -> None:
+    """Start this process's policy subscriber thread if it has none.
+
+    The pid check makes a forked child (a Celery prefork pool process, a
+    gunicorn worker) start its own thread, because fork copies the parent's
+    cache but not its threads.
+    """
+    global _subscriber_pid
+    pid = os.getpid()
+    if _subscriber_pid == pid:
+        return
+    with _subscriber_lock:
+        if _subscriber_pid == pid:
+            return
+        _subscriber_pid = pid
+        invalidate_policy()
+        thread = threading.Thread(
+            target=_listen_for_changes,
+            args=(settings.REDIS_URL,),
+            name="policy-subscriber",
+            daemon=True,
+        )
+        thread.start()
+
+
+def _reset_after_fork() -> None:
+    global _subscriber_lock, _cache_lock, _subscriber_pid
+    # A lock held by another thread at fork time stays locked in the child.
+    _subscriber_lock = threading.Lock()
+    _cache_lock = threading.Lock()
+    _subscriber_pid = None
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def _listen_for_changes(redis_url: str) -> None:
+    """Drop cached policies named on POLICY_CHANNEL, reconnecting on errors."""
+    failures = 0
+    while True:
+        try:
+            client = redis.Redis.from_url(
+                redis_url,
+                socket_timeout=5.0,
+                socket_connect_timeout=2.0,
+                # A PING now and then finds a connection that died silently.
+                health_check_interval=30,
+            )
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            pubsub.subscribe(POLICY_CHANNEL)
+            # Changes published while this process was not subscribed are
+            # lost, so every copy cached before now is suspect.
+            invalidate_policy()
+            if failures:
+                logger.info("policy subscriber reconnected after %d errors", failures)
+            failures = 0
+            while True:
+                message = pubsub.get_message(timeout=1.0)
+                if message is not None:
+                    _apply_change_message(message.get("data"))
+        except redis.RedisError as exc:
+            failures += 1
+            if failures == 1 or failures % 60 == 0:
+                logger.warning(
+                    "policy subscriber lost Redis (%d errors), falling back to "
+                    "version checks: %s",
+                    failures,
+                    exc,
+                )
+            time.sleep(SUBSCRIBER_RETRY_SECONDS)
+
+
+def _apply_change_message(data: Any) -> None:
+    try:
+        change = json.loads(data)
+        target = str(change["target"])
+    except (TypeError, ValueError, KeyError) as exc:
+        logger.warning("ignored malformed policy change message %r: %s", data, exc)
+        return
+    logger.debug("target=%s policy v%s changed", target, change.get("version"))
+    invalidate_policy(target)
 
 
 def record_transition(target: str, event: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""URLs of the breaker page and of /api/targets/ and /api/breakers/."""
+"""URLs of the resilience pages and of the targets, policies and breakers API."""
 
 from django.urls import path
 from rest_framework.routers import SimpleRouter
@@ -7,6 +7,7 @@ from resilience import api, views
 
 router = SimpleRouter()
 router.register("targets", api.TargetViewSet, basename="api-target")
+router.register("policies", api.PolicyViewSet, basename="api-policy")
 router.register("breakers", api.BreakerViewSet, basename="api-breaker")
 router.register("bulkheads", api.BulkheadViewSet, basename="api-bulkhead")
 router.register("ratelimiters", api.RateLimiterViewSet, basename="api-ratelimiter")
@@ -24,4 +25,6 @@ urlpatterns = [
         name="breaker-action",
     ),
     path("bulkheads/", views.bulkheads, name="bulkheads"),
+    path("policies/", views.policy_list, name="policies"),
+    path("policies/<slug:target>/", views.policy_edit, name="policy-edit"),
 ]

@@ -1,12 +1,15 @@
-"""Dashboard pages of the live resilience state: breakers and bulkheads."""
+"""Dashboard pages of the resilience state: breakers, bulkheads and policies."""
 
+import json
 import logging
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 import redis
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import OuterRef, Subquery
 from django.http import Http404, HttpRequest, HttpResponse
@@ -15,9 +18,10 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from controlplane.permissions import is_operator
-from resilience import samples, services
+from resilience import policies, samples, services
 from resilience.api import breaker_view
-from resilience.models import BreakerTransition, Target
+from resilience.models import BreakerTransition, Policy, PolicyVersion, Target
+from resilience.serializers import PolicySerializer
 
 logger = logging.getLogger(__name__)
 
@@ -160,3 +164,161 @@ def attention_summary() -> dict[str, Any]:
         if row["share"] >= NEAR_CAPACITY
     ]
     return {"not_closed": list(not_closed), "near_capacity": near}
+
+
+# --- policies -------------------------------------------------------------------
+
+HISTORY_ON_PAGE = 50
+
+
+@login_required
+def policy_list(request: HttpRequest) -> HttpResponse:
+    """List every target with a summary of its policy and its version."""
+    targets = Target.objects.select_related("policy").order_by("name")
+    page = Paginator(targets, TILES_PER_PAGE).get_page(request.GET.get("page"))
+    rows = []
+    for target in page.object_list:
+        policy = getattr(target, "policy", None)
+        rows.append(
+            {
+                "target": target,
+                "version": policy.version if policy is not None else None,
+                "summary": _summary(policies.effective(policy.config))
+                if policy is not None
+                else [],
+            }
+        )
+    return render(request, "resilience/policies.html", {"page": page, "rows": rows})
+
+
+def _summary(config: dict[str, Any]) -> list[str]:
+    parts = []
+    breaker = config.get("circuit_breaker")
+    if breaker:
+        unit = "calls" if breaker["sliding_window_type"] == "count_based" else "s"
+        parts.append(
+            f"breaker at {breaker['failure_rate_threshold']:g} % of "
+            f"{breaker['sliding_window_size']} {unit}"
+        )
+    bulkhead = config.get("bulkhead")
+    if bulkhead:
+        parts.append(f"bulkhead {bulkhead['max_concurrent_calls']} concurrent")
+    limiter = config.get("rate_limiter")
+    if limiter:
+        parts.append(
+            f"rate {limiter['limit_for_period']} per "
+            f"{limiter['limit_refresh_period']:g} s"
+        )
+    retry = config.get("retry")
+    if retry:
+        parts.append(f"retry {retry['max_attempts']} attempts")
+    timeout = config.get("timeout")
+    if timeout:
+        parts.append(f"timeout {timeout['timeout_duration']:g} s")
+    return parts
+
+
+@login_required
+def policy_edit(request: HttpRequest, target: str) -> HttpResponse:
+    """Show and change one target's policy, one JSON text area per section.
+
+    The form goes through the API's serializer, so the rules and messages
+    are the same; an invalid form is shown again with the input kept.
+    """
+    row = get_object_or_404(Target, name=target)
+    policy = Policy.objects.filter(target=row).first()
+    errors: dict[str, list[str]] = {}
+    if request.method == "POST":
+        if not is_operator(request.user):
+            raise PermissionDenied("Changing a policy needs the operator role.")
+        form = {name: request.POST.get(name, "") for name in _FORM_FIELDS}
+        data, errors = _parse_form(form)
+        if not errors:
+            serializer = PolicySerializer(policy, data={"target": row.name, **data})
+            if serializer.is_valid():
+                saved, changes = policies.save_policy(
+                    row, serializer.validated_data["config"], request.user
+                )
+                messages.success(
+                    request,
+                    f"Policy of {row.name} saved as version {saved.version}."
+                    if changes
+                    else f"Policy of {row.name} is unchanged.",
+                )
+                return redirect("policy-edit", target=row.name)
+            errors = _group_errors(serializer.errors)
+    else:
+        form = _form_values(policy)
+
+    context = {
+        "target": row,
+        "policy": policy,
+        "form": form,
+        "sections": [
+            {"name": name, "value": form[name], "errors": errors.get(name, [])}
+            for name in policies.SECTIONS
+        ],
+        "other_errors": [
+            message
+            for name, found in errors.items()
+            if name not in policies.SECTIONS
+            for message in found
+        ],
+        "history": PolicyVersion.objects.filter(target_name=row.name)
+        .select_related("changed_by")
+        .order_by("-version")[:HISTORY_ON_PAGE],
+        "is_operator": is_operator(request.user),
+    }
+    status = 400 if errors else 200
+    return render(request, "resilience/policies_edit.html", context, status=status)
+
+
+_FORM_FIELDS = (*policies.SECTIONS, "on_state_store_error")
+
+
+def _form_values(policy: Policy | None) -> dict[str, str]:
+    config = policies.effective(policy.config) if policy is not None else {}
+    values = {
+        name: json.dumps(config[name], indent=2) if config.get(name) else ""
+        for name in policies.SECTIONS
+    }
+    values["on_state_store_error"] = config.get("on_state_store_error", "allow")
+    return values
+
+
+def _parse_form(form: dict[str, str]) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Parse each section's JSON; an empty text area switches the section off."""
+    data: dict[str, Any] = {"on_state_store_error": form["on_state_store_error"]}
+    errors: dict[str, list[str]] = {}
+    for name in policies.SECTIONS:
+        text = form[name].strip()
+        if not text:
+            data[name] = None
+            continue
+        try:
+            data[name] = json.loads(text)
+        except ValueError as exc:
+            errors[name] = [f"{name}: invalid JSON: {exc}."]
+    return data, errors
+
+
+def _group_errors(detail: Any) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for path, message in _flatten_errors(detail, []):
+        section = path.split(".")[0] if path else "policy"
+        grouped.setdefault(section, []).append(f"{path or 'policy'}: {message}")
+    return grouped
+
+
+def _flatten_errors(detail: Any, path: list[str]) -> Iterator[tuple[str, str]]:
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            yield from _flatten_errors(value, [*path, str(key)])
+    elif isinstance(detail, list) and detail and not isinstance(detail[0], str):
+        for index, value in enumerate(detail):
+            yield from _flatten_errors(value, [*path, str(index)])
+    else:
+        items = detail if isinstance(detail, list) else [detail]
+        dotted = ".".join(p for p in path if p != "non_field_errors")
+        for item in items:
+            yield dotted, str(item)

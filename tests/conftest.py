@@ -36,3 +36,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp_dir: Path = tmp_path_factory.mktemp("stack")
     with running_stack(tmp_dir, redis_url_with_db(base, database)) as running:
         yield running
+
+
+@pytest.fixture(autouse=True)
+def fresh_policy_cache() -> Iterator[None]:
+    """Forget cached policies, so one test's database never leaks into another.
+
+    Every test database starts policies at version 1, so a copy cached by an
+    earlier test would look current to the version check.
+    """
+    from resilience.services import invalidate_policy
+
+    invalidate_policy()
+    yield
+    invalidate_policy()
