@@ -47,6 +47,9 @@ def main() -> None:
     user = User.objects.create_superuser("bench", password="bench-password")
     client = Client(HTTP_HOST="127.0.0.1")
     client.force_login(user)
+    from sagas.models import SagaRun
+
+    run_id = SagaRun.objects.values_list("pk", flat=True).first()
 
     print(f"targets: {TARGETS}")
     print(f"runs: {RUNS}")
@@ -55,6 +58,13 @@ def main() -> None:
     print(f"dashboard_runs_filtered_page_ms: {filtered:.1f}")
     print(f"dashboard_breakers_page_ms: {median_ms(client, '/breakers/'):.1f}")
     print(f"dashboard_overview_page_ms: {median_ms(client, '/'):.1f}")
+    for name, path in [
+        ("bulkheads", "/bulkheads/"),
+        ("policies", "/policies/"),
+        ("idempotency", "/idempotency/"),
+        ("run_detail", f"/runs/{run_id}/"),
+    ]:
+        print(f"dashboard_{name}_page_ms: {median_ms(client, path):.1f}")
 
 
 if __name__ == "__main__":
