@@ -115,7 +115,8 @@ def fresh_database() -> Iterator[str | None]:
         return
     import psycopg
 
-    name = f"controlplane_stack_{os.getpid()}"
+    # Unique per call: the session's stack and a chaos run may both hold one.
+    name = f"controlplane_stack_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     parts = urlsplit(url)
     admin_url = urlunsplit((parts.scheme, parts.netloc, "/postgres", "", ""))
     with psycopg.connect(admin_url, autocommit=True) as admin:
