@@ -13,7 +13,7 @@ from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail, ValidationError
 
 from controlplane.api import RejectUnknownFieldsMixin
-from resilience import policies
+from resilience import policies, services
 from resilience.models import BreakerTransition, Policy, PolicyVersion, Target
 
 
@@ -89,6 +89,13 @@ class CallRequestSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         error_messages={"invalid": "Must start with '/' and contain no spaces."},
     )
     json = serializers.JSONField(required=False, allow_null=True)
+
+    def validate_path(self, value: str) -> str:
+        try:
+            services.check_path(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc), code="invalid") from exc
+        return value
 
 
 class CallResultSerializer(serializers.Serializer):

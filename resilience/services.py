@@ -256,6 +256,18 @@ def pipeline(target: str, overrides: dict[str, Any] | None = None) -> core.Pipel
     )
 
 
+def check_path(path: str) -> None:
+    """Raise ValueError unless the path stays under the target's base URL."""
+    segments = path.split("?", 1)[0].split("/")
+    if not path.startswith("/") or any(seg in {"..", "."} for seg in segments):
+        raise ValueError(
+            f"Path {path!r} must start with '/' and contain no '.' or '..' "
+            "segments, so it stays under the target's base URL."
+        )
+    if "%2e" in path.lower() or "\\" in path:
+        raise ValueError(f"Path {path!r} must not contain encoded dots or backslashes.")
+
+
 @dataclass
 class AttemptRecord:
     """What one attempt of an HTTP call did, for the step's timeline."""
@@ -300,6 +312,7 @@ def http_call(
     overrides: dict[str, Any] | None = None,
 ) -> HttpOutcome:
     """Send one protected HTTP request to a target through the pipeline."""
+    check_path(path)
     url = target.base_url.rstrip("/") + path
     attempts: list[AttemptRecord] = []
     session = requests.Session()
@@ -319,6 +332,9 @@ def http_call(
                     json=body,
                     headers=headers,
                     timeout=attempt.timeout if attempt else 10.0,
+                    # A redirect could lead outside the registered target,
+                    # past the address checks made when it was saved.
+                    allow_redirects=False,
                 )
             except requests.RequestException as exc:
                 record.finished_at = datetime.now(UTC)

@@ -82,6 +82,10 @@ def _call_http(
         return definition_error(f"Target '{spec['target']}' is not registered.")
     path = render(call["path"], context)
     body = render(call.get("body"), context)
+    try:
+        resilience.check_path(path)
+    except ValueError as exc:
+        return definition_error(str(exc))
 
     key = idempotency_key(run.pk, step.name, part)
     headers = {"Idempotency-Key": key, "X-Saga-Run": str(run.pk)}

@@ -96,3 +96,24 @@ def test_unsupported_media_type_title(operator_client: APIClient) -> None:
     assert response.status_code == 415
     assert response.json()["title"] == "Unsupported Media Type."
     assert "text/plain" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("path", ["/../../admin/", "/a/./b", "/%2E%2E/admin/"])
+def test_call_path_cannot_leave_target(
+    operator_client: APIClient, order_saga: SagaDefinition, path: str
+) -> None:
+    from resilience.models import Target
+
+    Target.objects.create(name="payment", base_url="http://127.0.0.1:9/demo/payment")
+
+    response = operator_client.post(
+        "/api/calls/",
+        {"target": "payment", "method": "GET", "path": path},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY=f"path-{path}",
+    )
+
+    assert response.status_code == 400
+    error = response.json()["errors"][0]
+    assert error["field"] == "path"
+    assert error["value"] == path
