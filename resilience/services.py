@@ -234,26 +234,45 @@ def configure_core() -> None:
     )
 
 
+# Built pipelines by target and step overrides, with the policy each was
+# built from. A pipeline encodes its policy once for the Lua calls, so
+# building one per saga step or dashboard tile would redo that work.
+_pipelines: dict[tuple[str, str], tuple[core.PolicyConfig, core.Pipeline]] = {}
+_pipelines_lock = threading.Lock()
+MAX_CACHED_PIPELINES = 4096
+
+
 def pipeline(target: str, overrides: dict[str, Any] | None = None) -> core.Pipeline:
-    """Build a pipeline for a target, with step-level retry or timeout.
+    """Return the pipeline of a target, with step-level retry or timeout.
 
     Breaker, bulkhead and rate limiter state is keyed by the target's name
     in Redis, so a pipeline built with overrides shares it with every other
-    pipeline of the same target.
+    pipeline of the same target. A cached pipeline is reused only while the
+    target's policy equals the one it was built from.
     """
     base = load_policy(target)
+    key = (target, json.dumps(overrides or {}, sort_keys=True))
+    with _pipelines_lock:
+        cached = _pipelines.get(key)
+    if cached is not None and cached[0] == base:
+        return cached[1]
+
     if overrides:
-        merged = {**base.to_dict(), **overrides}
-        config = core.PolicyConfig.from_dict(merged)
+        config = core.PolicyConfig.from_dict({**base.to_dict(), **overrides})
     else:
         config = base
-    return core.Pipeline(
+    built = core.Pipeline(
         target,
         config,
         redis_client(),
         on_transition=record_transition,
         on_event=tracing.record_pipeline_event,
     )
+    with _pipelines_lock:
+        if len(_pipelines) >= MAX_CACHED_PIPELINES:
+            _pipelines.clear()
+        _pipelines[key] = (base, built)
+    return built
 
 
 def check_path(path: str) -> None:

@@ -3,6 +3,7 @@
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -50,3 +51,41 @@ def fresh_policy_cache() -> Iterator[None]:
     invalidate_policy()
     yield
     invalidate_policy()
+
+
+@pytest.fixture
+def operator(db: Any) -> Any:
+    """A user in the operator group, who may write."""
+    from django.conf import settings
+    from django.contrib.auth.models import Group, User
+
+    user = User.objects.create_user("olivia", password="operator-pass")
+    group, _ = Group.objects.get_or_create(name=settings.OPERATOR_GROUP)
+    user.groups.add(group)
+    return user
+
+
+@pytest.fixture
+def reader(db: Any) -> Any:
+    """A logged-in user without the operator role, who may only read."""
+    from django.contrib.auth.models import User
+
+    return User.objects.create_user("rafael", password="reader-pass")
+
+
+@pytest.fixture
+def operator_client(operator: Any) -> Any:
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(operator)
+    return client
+
+
+@pytest.fixture
+def reader_client(reader: Any) -> Any:
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(reader)
+    return client

@@ -3,8 +3,7 @@
 from typing import Any
 
 import pytest
-from django.conf import settings
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
 from demo import faults
@@ -75,19 +74,6 @@ def seeded(db: Any) -> None:
 def client(seeded: None) -> APIClient:
     """An anonymous client, as the saga worker calls the demo services."""
     return APIClient()
-
-
-@pytest.fixture
-def operator(db: Any) -> User:
-    user = User.objects.create_user("olivia", password="operator-pass")
-    group, _ = Group.objects.get_or_create(name=settings.OPERATOR_GROUP)
-    user.groups.add(group)
-    return user
-
-
-@pytest.fixture
-def reader(db: Any) -> User:
-    return User.objects.create_user("rafael", password="reader-pass")
 
 
 @pytest.fixture

@@ -8,8 +8,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from django.conf import settings
-from django.contrib.auth.models import Group, User
 from rest_framework.test import APIClient
 
 from resilience import policies
@@ -47,33 +45,6 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
 
     monkeypatch.setattr(policies, "resolve_host", resolve)
     return hosts
-
-
-@pytest.fixture
-def operator(db: Any) -> User:
-    user = User.objects.create_user("olivia", password="operator-pass")
-    group, _ = Group.objects.get_or_create(name=settings.OPERATOR_GROUP)
-    user.groups.add(group)
-    return user
-
-
-@pytest.fixture
-def reader(db: Any) -> User:
-    return User.objects.create_user("rafael", password="reader-pass")
-
-
-@pytest.fixture
-def operator_client(operator: User) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(operator)
-    return client
-
-
-@pytest.fixture
-def reader_client(reader: User) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(reader)
-    return client
 
 
 @pytest.fixture
