@@ -153,7 +153,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 def api_not_found(
     request: HttpRequest, exception: Exception | None = None
 ) -> HttpResponse:
-    """Answer 404 in the API's error shape under /api/, as HTML elsewhere."""
+    """Return 404 in the API's error shape under /api/, as HTML elsewhere."""
     if request.path.startswith(("/api/", "/demo/")):
         return _plain_problem(
             404, "Not Found.", f"No resource at {request.path}.", "not_found"
@@ -162,7 +162,7 @@ def api_not_found(
 
 
 def api_server_error(request: HttpRequest) -> HttpResponse:
-    """Answer 500 in the API's error shape under /api/, as HTML elsewhere."""
+    """Return 500 in the API's error shape under /api/, as HTML elsewhere."""
     if request.path.startswith(("/api/", "/demo/")):
         return _plain_problem(
             500,

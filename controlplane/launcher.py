@@ -51,7 +51,7 @@ def free_port() -> int:
 
 
 def redis_answers(url: str) -> bool:
-    """Return whether a Redis server answers PING at the URL."""
+    """Return whether a Redis server replies to PING at the URL."""
     try:
         client = redis.Redis.from_url(
             url, socket_connect_timeout=1.0, socket_timeout=1.0
@@ -121,14 +121,16 @@ def private_redis(data_dir: Path, database: int = 0) -> Iterator[str]:
 
 @contextlib.contextmanager
 def redis_url(data_dir: Path, database: int = 0) -> Iterator[str]:
-    """Yield REDIS_URL when it answers, else the URL of a private server."""
+    """Yield REDIS_URL when it replies, else the URL of a private server."""
     configured = os.environ.get("REDIS_URL")
     if configured and redis_answers(configured):
         logger.info("using Redis at REDIS_URL")
         yield configured
         return
     if configured:
-        logger.warning("REDIS_URL does not answer; starting a private Redis")
+        logger.warning(
+            "Redis at REDIS_URL did not reply to PING; starting a private Redis"
+        )
     with private_redis(data_dir, database) as url:
         yield url
 
@@ -229,7 +231,9 @@ def _wait_for_web(port: int, processes: dict[str, subprocess.Popen[bytes]]) -> N
             if response.status == 200:
                 return
         time.sleep(0.2)
-    raise RuntimeError(f"The web server did not answer at {url} in time.")
+    raise RuntimeError(
+        f"The web server did not respond at {url} within {WEB_START_SECONDS:.0f} s."
+    )
 
 
 def run(port: int) -> int:
@@ -264,7 +268,7 @@ def run(port: int) -> int:
 
 
 class AlreadyRunning(RuntimeError):
-    """Another launcher holds the data folder."""
+    """Another launcher has locked the data folder."""
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ query.
 The setting is read from the database on every request (one query by a
 unique key), so a change made through the API or the dashboard applies to
 the next request in every web process. A cache would let another process
-answer with the old setting for a while, which made a fault set just
+respond with the old setting for a while, which made a fault set just
 before a saga start miss the saga's first steps.
 """
 

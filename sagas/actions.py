@@ -13,7 +13,7 @@ logger = logging.getLogger(__name__)
 
 
 class ActionNotAllowed(Exception):
-    """The run's status does not allow the action; the message says why."""
+    """The run's status does not allow the action; the message gives the reason."""
 
 
 def cancel(run: SagaRun, user: Any) -> None:

@@ -260,7 +260,7 @@ def _finish_step_failed(
         finished_at=timezone.now(),
         error=reason[:4000],
         # An earlier claim's worker may have sent the request before it was
-        # lost, so a later claim that fails says nothing about that one.
+        # lost, so a later claim that fails leaves that one's outcome unknown.
         outcome_unknown=outcome.outcome_unknown or step.action_claims > 1,
         lease_expires_at=None,
     )
@@ -434,8 +434,8 @@ def _postpone_compensation(
 ) -> None:
     """Try a compensation again later when the pipeline rejected it unsent.
 
-    A breaker that is open, a full bulkhead or an exhausted rate limit says
-    nothing about the compensation itself, so it does not use up its retry
+    A breaker that is open, a full bulkhead or an exhausted rate limit is
+    no failure of the compensation itself, so it does not use up its retry
     budget or a claim. The step keeps its status with a lease that ends at
     the next try; the sweeper wakes the run up then. Until the target lets
     it through (an operator may have forced the breaker open), the run
