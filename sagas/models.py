@@ -12,16 +12,38 @@ from django.db import models
 
 
 class RunStatus(models.TextChoices):
+    """The statuses of every kind of run.
+
+    Sagas (orchestrated and choreographed) go pending, running, then
+    completed, or compensating and then compensated or compensation_failed.
+    Try-Confirm-Cancel transactions go pending, trying, then confirming and
+    committed, or cancelling and aborted; needs_attention is where one stops
+    when phase two cannot finish within its budget.
+    """
+
     PENDING = "pending"
     RUNNING = "running"
     COMPLETED = "completed"
     COMPENSATING = "compensating"
     COMPENSATED = "compensated"
     COMPENSATION_FAILED = "compensation_failed"
+    TRYING = "trying"
+    CONFIRMING = "confirming"
+    CANCELLING = "cancelling"
+    COMMITTED = "committed"
+    ABORTED = "aborted"
+    NEEDS_ATTENTION = "needs_attention"
 
 
 TERMINAL_RUN_STATUSES = frozenset(
-    {RunStatus.COMPLETED, RunStatus.COMPENSATED, RunStatus.COMPENSATION_FAILED}
+    {
+        RunStatus.COMPLETED,
+        RunStatus.COMPENSATED,
+        RunStatus.COMPENSATION_FAILED,
+        RunStatus.COMMITTED,
+        RunStatus.ABORTED,
+        RunStatus.NEEDS_ATTENTION,
+    }
 )
 
 
@@ -45,6 +67,8 @@ class SagaDefinition(models.Model):
 
     class Kind(models.TextChoices):
         ORCHESTRATED = "orchestrated"
+        CHOREOGRAPHY = "choreography"
+        TCC = "tcc"
 
     name = models.SlugField(max_length=64, unique=True)
     kind = models.CharField(
