@@ -8,11 +8,11 @@ start.
 import logging
 from typing import Any
 
-from demo.services import seed_demo_data
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import transaction
 
+from demo.services import seed_demo_data
 from resilience.models import Policy, Target
 from sagas.definitions import ORDER_SAGA
 from sagas.models import SagaDefinition

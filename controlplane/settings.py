@@ -199,6 +199,16 @@ SAGA_MAX_CLAIMS = int(os.environ.get("SAGA_MAX_CLAIMS", "3"))
 # bulkhead full, rate limit reached) is tried again after this many seconds,
 # without using up its retry budget.
 SAGA_REJECTED_RETRY_SECONDS = float(os.environ.get("SAGA_REJECTED_RETRY_SECONDS", "5"))
+# A step's retry whose backoff is longer than this many seconds is not
+# slept in the worker: the step waits in the database and a worker resumes
+# it when it is due.
+SAGA_MAX_INLINE_WAIT = float(os.environ.get("SAGA_MAX_INLINE_WAIT", "2"))
+# Waits up to this many seconds also go to the broker as a delayed message,
+# which wakes the step on time. The sweeper finds longer ones within
+# SAGA_SWEEP_INTERVAL of their due time. Keep it well below the broker's
+# visibility timeout (one hour on Redis): a message delayed longer is
+# delivered a second time.
+SAGA_COUNTDOWN_LIMIT = float(os.environ.get("SAGA_COUNTDOWN_LIMIT", "300"))
 # Modules whose @saga_step functions saga definitions may name.
 SAGA_STEP_MODULES = ["sagas.builtin_steps"]
 

@@ -314,6 +314,9 @@ class HttpOutcome:
     # True when some attempt may have taken effect downstream although the
     # call did not succeed: a timeout after sending, or an ambiguous 5xx.
     outcome_unknown: bool = False
+    # Set when the next retry had to wait longer than the retry policy's
+    # max_inline_wait: the caller stores it and resumes the call later.
+    retry_later: core.RetryLater | None = None
 
 
 # Statuses that say the request was not processed, so it had no effect:
@@ -329,8 +332,13 @@ def http_call(
     body: Any = None,
     headers: dict[str, str] | None = None,
     overrides: dict[str, Any] | None = None,
+    resume: core.RetryLater | None = None,
 ) -> HttpOutcome:
-    """Send one protected HTTP request to a target through the pipeline."""
+    """Send one protected HTTP request to a target through the pipeline.
+
+    ``resume`` continues a call whose retry was postponed (see
+    ``HttpOutcome.retry_later``) at the attempt it names.
+    """
     check_path(path)
     url = target.base_url.rstrip("/") + path
     attempts: list[AttemptRecord] = []
@@ -369,10 +377,36 @@ def http_call(
             tracing.end_attempt(span, record.outcome, response.status_code)
         return response
 
-    result = pipeline(target.name, overrides).execute(send)
-    outcome = _outcome(result, attempts)
+    calls = pipeline(target.name, overrides)
+    try:
+        result = calls.execute(send) if resume is None else calls.resume(resume, send)
+    except core.RetryLater as later:
+        outcome = postponed(later, attempts)
+    else:
+        outcome = _outcome(result, attempts)
     metrics.record_call(target.name, outcome.outcome, outcome.rejected_by)
     return outcome
+
+
+def postponed(later: core.RetryLater, attempts: list[AttemptRecord]) -> HttpOutcome:
+    """Describe a call that stopped because its next retry waits too long."""
+    last = later.last_error
+    response = last if isinstance(last, requests.Response) else None
+    if response is not None:
+        reason = f"HTTP {response.status_code}"
+    else:
+        reason = f"{type(last).__name__}: {last}" if last is not None else "failed"
+    return HttpOutcome(
+        outcome="failed",
+        rejected_by=None,
+        status_code=response.status_code if response is not None else None,
+        body=None,
+        text=response.text if response is not None else "",
+        error=f"{reason}; attempt {later.attempt} postponed by {later.delay:.1f} s",
+        attempts=attempts,
+        outcome_unknown=any(a.outcome == "unknown" for a in attempts),
+        retry_later=later,
+    )
 
 
 def _maybe_sent(exc: requests.RequestException) -> bool:

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from controlplane.idempotency import record_downstream_key
 from resilience import services as resilience
+from resilience.core import RetryLater, current_attempt
 from resilience.models import Target
 from resilience.services import AttemptRecord, HttpOutcome, http_call
 from sagas.definitions import TemplateError, render
@@ -91,7 +92,13 @@ def _call_http(
     headers = {"Idempotency-Key": key, "X-Saga-Run": str(run.pk)}
     sent_at = timezone.now()
     outcome = http_call(
-        target, call["method"], path, body, headers, _overrides(spec, part)
+        target,
+        call["method"],
+        path,
+        body,
+        headers,
+        _overrides(spec, part),
+        resume=_resume(step),
     )
     record_downstream_key(
         run.pk, step.name, part, target.name, key, outcome.status_code, sent_at
@@ -128,7 +135,9 @@ def _call_function(
     attempts: list[AttemptRecord] = []
 
     def invoke() -> Any:
-        record = AttemptRecord(number=len(attempts) + 1, started_at=datetime.now(UTC))
+        attempt = current_attempt()
+        number = attempt.number if attempt else len(attempts) + 1
+        record = AttemptRecord(number=number, started_at=datetime.now(UTC))
         attempts.append(record)
         try:
             value = function(payload, idempotency_key=key, run_id=str(run.pk))
@@ -147,7 +156,15 @@ def _call_function(
     pipeline = resilience.pipeline(
         spec.get("target") or "python", _overrides(spec, part)
     )
-    result = pipeline.execute(invoke)
+    resume = _resume(step)
+    try:
+        result = (
+            pipeline.execute(invoke)
+            if resume is None
+            else pipeline.resume(resume, invoke)
+        )
+    except RetryLater as later:
+        return resilience.postponed(later, attempts)
     _store_exchange(
         step,
         part,
@@ -171,18 +188,42 @@ def _call_function(
     )
 
 
+def _resume(step: StepRun) -> RetryLater | None:
+    """Return the postponed retry the step continues with, if any."""
+    if step.resume_attempt is None:
+        return None
+    return RetryLater(step.resume_delay or 0.0, step.resume_attempt)
+
+
 def _overrides(spec: dict[str, Any], part: str) -> dict[str, Any]:
+    """Return the step's retry and timeout, over its target's policy.
+
+    Every retry section gets a ``max_inline_wait`` of at most
+    ``SAGA_MAX_INLINE_WAIT``: a longer backoff is not slept in the worker
+    but stored on the step, which a worker picks up again when it is due.
+    """
     overrides: dict[str, Any] = {}
     if part == "action":
-        if spec.get("retry"):
-            overrides["retry"] = spec["retry"]
+        retry = spec.get("retry") or _policy_retry(spec)
     else:
-        overrides["retry"] = (
-            spec.get("compensation_retry") or DEFAULT_COMPENSATION_RETRY
-        )
+        retry = spec.get("compensation_retry") or DEFAULT_COMPENSATION_RETRY
+    if retry:
+        limit = settings.SAGA_MAX_INLINE_WAIT
+        own = retry.get("max_inline_wait")
+        overrides["retry"] = {
+            **retry,
+            "max_inline_wait": limit if own is None else min(own, limit),
+        }
     if spec.get("timeout"):
         overrides["timeout"] = spec["timeout"]
     return overrides
+
+
+def _policy_retry(spec: dict[str, Any]) -> dict[str, Any] | None:
+    retry: dict[str, Any] | None = (
+        resilience.load_policy(spec.get("target") or "python").to_dict().get("retry")
+    )
+    return retry
 
 
 def definition_error(message: str) -> HttpOutcome:

@@ -17,8 +17,8 @@ class RunStatus(models.TextChoices):
     Sagas (orchestrated and choreographed) go pending, running, then
     completed, or compensating and then compensated or compensation_failed.
     Try-Confirm-Cancel transactions go pending, trying, then confirming and
-    committed, or cancelling and aborted; needs_attention is where one stops
-    when phase two cannot finish within its budget.
+    committed, or cancelling and aborted. One whose phase two cannot finish
+    within its budget stops at needs_attention.
     """
 
     PENDING = "pending"
@@ -48,8 +48,17 @@ TERMINAL_RUN_STATUSES = frozenset(
 
 
 class StepStatus(models.TextChoices):
+    """A step's statuses; ``waiting`` is a pause inside ``running``.
+
+    A running step whose next retry must wait longer than a few seconds
+    becomes waiting until its wake-up time (its ``lease_expires_at``). It
+    is running again when a worker claims the retry. Every other change
+    only moves forward.
+    """
+
     PENDING = "pending"
     RUNNING = "running"
+    WAITING = "waiting"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     COMPENSATING = "compensating"
@@ -177,6 +186,11 @@ class StepRun(models.Model):
     compensation_request = models.JSONField(null=True, blank=True)
     compensation_response = models.JSONField(null=True, blank=True)
     compensation_error = models.TextField(blank=True)
+    # The postponed retry of the current part (action or compensation):
+    # the attempt number that runs next and the backoff it waited, so the
+    # retry budget and the backoff carry on where they stopped.
+    resume_attempt = models.PositiveSmallIntegerField(null=True, blank=True)
+    resume_delay = models.FloatField(null=True, blank=True)
     lease_token = models.PositiveIntegerField(default=0)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     # How many times a worker claimed the action or the compensation; a

@@ -1,6 +1,7 @@
 """API shapes of saga definitions and runs."""
 
 import re
+from datetime import datetime
 from typing import Any
 
 from rest_framework import serializers
@@ -14,6 +15,8 @@ from sagas.models import (
     SagaRun,
     StepAttempt,
     StepRun,
+    StepStatus,
+    StepStatusChange,
 )
 
 
@@ -73,9 +76,21 @@ class StepAttemptSerializer(serializers.ModelSerializer):
         ]
 
 
+class StepStatusChangeSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = StepStatusChange
+        fields = ["from_status", "to_status", "at", "reason"]
+
+
 class StepRunSerializer(serializers.ModelSerializer):
     duration_ms = serializers.IntegerField(read_only=True, allow_null=True)
     attempt_log = StepAttemptSerializer(source="tries", many=True, read_only=True)
+    history = StepStatusChangeSerializer(
+        source="status_changes", many=True, read_only=True
+    )
+    retry_at = serializers.SerializerMethodField(
+        help_text="When a waiting step's next attempt is due, else null."
+    )
 
     class Meta:
         model = StepRun
@@ -102,8 +117,16 @@ class StepRunSerializer(serializers.ModelSerializer):
             "action_claims",
             "compensation_claims",
             "lease_token",
+            "resume_attempt",
+            "retry_at",
             "attempt_log",
+            "history",
         ]
+
+    def get_retry_at(self, step: StepRun) -> datetime | None:
+        if step.status != StepStatus.WAITING:
+            return None
+        return step.lease_expires_at
 
 
 class RunStatusChangeSerializer(serializers.ModelSerializer):

@@ -28,10 +28,12 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from controlplane import metrics, tracing
+from resilience.core import RetryLater
 from resilience.services import HttpOutcome
 from sagas import leases
 from sagas.calls import perform
@@ -167,21 +169,28 @@ def _execute_step(run: SagaRun, index: int) -> None:
     spec = run.steps_snapshot[index]
     with leases.renewing(step, token):
         outcome = perform(run, step, spec, "action")
-    if outcome.outcome == "succeeded":
+    if outcome.retry_later is not None:
+        _wait_for_retry(run, step, token, outcome)
+    elif outcome.outcome == "succeeded":
         _finish_step_succeeded(run, step, token, outcome)
     else:
         _finish_step_failed(run, step, token, outcome)
 
 
 def _claim_action(run: SagaRun, step: StepRun) -> int | None:
-    claimable = Q(status=StepStatus.PENDING) | leases.expired(StepStatus.RUNNING)
+    claimable = (
+        Q(status=StepStatus.PENDING)
+        | leases.expired(StepStatus.RUNNING)
+        | leases.expired(StepStatus.WAITING)
+    )
     token, previous = leases.claim(
         step,
         claimable,
         StepStatus.RUNNING,
         "action_claims",
         "claimed by a worker",
-        started_at=timezone.now(),
+        # A step resumed after a retry wait keeps its first start.
+        started_at=Coalesce("started_at", Value(timezone.now())),
     )
     if token is not None:
         return token
@@ -208,6 +217,49 @@ def _claim_action(run: SagaRun, step: StepRun) -> int | None:
     return None
 
 
+def _wait_for_retry(
+    run: SagaRun, step: StepRun, token: int, outcome: HttpOutcome
+) -> None:
+    """Park the step until its next retry is due, instead of sleeping.
+
+    The step becomes ``waiting`` with its wake-up time as its lease end and
+    the attempt to resume with, all in the database, so the wait survives
+    the worker and any broker. The claim it ends is not counted against
+    ``SAGA_MAX_CLAIMS``, since no worker was lost. A delayed message wakes
+    it on time; the sweeper wakes it when that message is lost or the wait
+    is longer than ``SAGA_COUNTDOWN_LIMIT``.
+    """
+    later = outcome.retry_later
+    assert later is not None
+    wake_at = timezone.now() + timedelta(seconds=later.delay)
+    reason = f"{failure_reason(outcome)[:3800]}; next try at {wake_at.isoformat()}"
+    unknown = {"outcome_unknown": True} if outcome.outcome_unknown else {}
+    stored = transition_step(
+        step,
+        StepStatus.RUNNING,
+        StepStatus.WAITING,
+        reason,
+        token=token,
+        error=reason,
+        lease_expires_at=wake_at,
+        resume_attempt=later.attempt,
+        resume_delay=later.delay,
+        action_claims=F("action_claims") - 1,
+        **unknown,
+    )
+    if not stored:
+        _log_stale(run, step, token)
+        return
+    logger.info("run=%s step=%s waiting: %s", run.pk, step.name, reason)
+    if later.delay <= settings.SAGA_COUNTDOWN_LIMIT:
+        enqueue_step(run.pk, step.index, countdown=later.delay + WAKE_MARGIN)
+
+
+# Seconds added to a delayed wake-up message, so that it arrives after the
+# lease it waits for has passed even with some clock skew between hosts.
+WAKE_MARGIN = 0.2
+
+
 @transaction.atomic
 def _finish_step_succeeded(
     run: SagaRun, step: StepRun, token: int, outcome: HttpOutcome
@@ -224,6 +276,8 @@ def _finish_step_succeeded(
         output=outcome.body,
         error="",
         lease_expires_at=None,
+        resume_attempt=None,
+        resume_delay=None,
     )
     if not stored:
         _log_stale(run, step, token)
@@ -260,9 +314,14 @@ def _finish_step_failed(
         finished_at=timezone.now(),
         error=reason[:4000],
         # An earlier claim's worker may have sent the request before it was
-        # lost, so a later claim that fails leaves that one's outcome unknown.
-        outcome_unknown=outcome.outcome_unknown or step.action_claims > 1,
+        # lost, so a later claim that fails leaves that one's outcome unknown;
+        # so may an attempt made before a retry wait.
+        outcome_unknown=(
+            outcome.outcome_unknown or step.outcome_unknown or step.action_claims > 1
+        ),
         lease_expires_at=None,
+        resume_attempt=None,
+        resume_delay=None,
     )
     if not stored:
         _log_stale(run, step, token)
@@ -327,6 +386,19 @@ def compensate_next(run_id: Any) -> None:
             lease_expires_at=None,
         )
 
+    for waiting in run.steps.filter(status=StepStatus.WAITING):
+        # Its earlier attempts decide: a possible effect is undone below.
+        transition_step(
+            waiting,
+            StepStatus.WAITING,
+            StepStatus.FAILED,
+            "run compensating while the step waited to retry",
+            finished_at=timezone.now(),
+            lease_expires_at=None,
+            resume_attempt=None,
+            resume_delay=None,
+        )
+
     step = _next_to_compensate(run)
     if step is None:
         _finish_compensation(run)
@@ -340,7 +412,7 @@ def compensate_next(run_id: Any) -> None:
             _finish_compensation_step(run, step, token, outcome)
         step.refresh_from_db()
         if step.status == StepStatus.COMPENSATING:
-            return  # postponed: the sweeper wakes the run up at its lease end
+            return  # postponed: a delayed message or the sweeper wakes it up
     transaction.on_commit(lambda: enqueue_compensation(run.pk))
 
 
@@ -399,6 +471,9 @@ def _finish_compensation_step(
     if outcome.rejected_by and not outcome.attempts:
         _postpone_compensation(run, step, token, outcome)
         return
+    if outcome.retry_later is not None:
+        _postpone_compensation(run, step, token, outcome, outcome.retry_later)
+        return
     if outcome.outcome == "succeeded":
         stored = transition_step(
             step,
@@ -409,6 +484,8 @@ def _finish_compensation_step(
             compensation_finished_at=timezone.now(),
             compensation_error="",
             lease_expires_at=None,
+            resume_attempt=None,
+            resume_delay=None,
         )
     else:
         reason = failure_reason(outcome)
@@ -424,36 +501,54 @@ def _finish_compensation_step(
             compensation_finished_at=timezone.now(),
             compensation_error=reason[:4000],
             lease_expires_at=None,
+            resume_attempt=None,
+            resume_delay=None,
         )
     if not stored:
         _log_stale(run, step, token)
 
 
 def _postpone_compensation(
-    run: SagaRun, step: StepRun, token: int, outcome: HttpOutcome
+    run: SagaRun,
+    step: StepRun,
+    token: int,
+    outcome: HttpOutcome,
+    later: RetryLater | None = None,
 ) -> None:
-    """Try a compensation again later when the pipeline rejected it unsent.
+    """Try a compensation again later, without holding a worker meanwhile.
 
-    A breaker that is open, a full bulkhead or an exhausted rate limit is
+    Two cases wait this way. The pipeline rejected the compensation unsent:
+    a breaker that is open, a full bulkhead or an exhausted rate limit is
     no failure of the compensation itself, so it does not use up its retry
-    budget or a claim. The step keeps its status with a lease that ends at
-    the next try; the sweeper wakes the run up then. Until the target lets
-    it through (an operator may have forced the breaker open), the run
-    stays compensating with that scheduled wake-up.
+    budget, and the next try comes after SAGA_REJECTED_RETRY_SECONDS. Or
+    its next retry waits longer than SAGA_MAX_INLINE_WAIT (``later``): the
+    retry budget carries on from the stored attempt.
+
+    Either way the step keeps its status with a lease that ends at the next
+    try, and the claim is not counted. A delayed message or the sweeper
+    wakes the run up then. Until the target lets the compensation through
+    (an operator may have forced the breaker open), the run stays
+    compensating with that scheduled wake-up.
     """
-    delay = timedelta(seconds=settings.SAGA_REJECTED_RETRY_SECONDS)
-    wake_at = timezone.now() + delay
+    seconds = later.delay if later else settings.SAGA_REJECTED_RETRY_SECONDS
+    wake_at = timezone.now() + timedelta(seconds=seconds)
     reason = failure_reason(outcome)
+    resume = {}
+    if later is not None:
+        resume = {"resume_attempt": later.attempt, "resume_delay": later.delay}
     postponed = StepRun.objects.filter(
         pk=step.pk, status=StepStatus.COMPENSATING, lease_token=token
     ).update(
         lease_expires_at=wake_at,
         compensation_claims=F("compensation_claims") - 1,
         compensation_error=f"{reason[:3900]}; next try at {wake_at.isoformat()}",
+        **resume,
     )
     if not postponed:
         _log_stale(run, step, token)
         return
+    if seconds <= settings.SAGA_COUNTDOWN_LIMIT:
+        enqueue_compensation(run.pk, countdown=seconds + WAKE_MARGIN)
     logger.info(
         "run=%s step=%s compensation postponed to %s: %s",
         run.pk,
@@ -486,16 +581,16 @@ def _finish_compensation(run: SagaRun) -> None:
         )
 
 
-def enqueue_step(run_id: Any, index: int) -> None:
+def enqueue_step(run_id: Any, index: int, countdown: float | None = None) -> None:
     from sagas import tasks
 
-    tasks.execute_step.delay(str(run_id), index)
+    tasks.execute_step.apply_async((str(run_id), index), countdown=countdown)
 
 
-def enqueue_compensation(run_id: Any) -> None:
+def enqueue_compensation(run_id: Any, countdown: float | None = None) -> None:
     from sagas import tasks
 
-    tasks.compensate_next.delay(str(run_id))
+    tasks.compensate_next.apply_async((str(run_id),), countdown=countdown)
 
 
 def run_age(run: SagaRun) -> timedelta | None:

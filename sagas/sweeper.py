@@ -59,7 +59,8 @@ def _first_resume(run_id: object) -> bool:
 def resume_stalled_runs() -> int:
     """Enqueue the work of stalled runs again and return how many there were.
 
-    1. A running step whose lease expired lost its worker: run it again.
+    1. A running step whose lease expired lost its worker, and a waiting
+       step's retry is due: run it again.
     2. A running run with no step running whose last step finished a lease
        ago lost the message for its next step: enqueue that step.
     3. A compensating run with no step under a live lease lost its
@@ -79,10 +80,14 @@ def resume_stalled_runs() -> int:
 
 def _resume_expired_steps() -> int:
     expired = StepRun.objects.filter(
-        leases.expired(StepStatus.RUNNING), run__status=RunStatus.RUNNING
-    ).values_list("run_id", "index")
-    for run_id, index in expired:
-        logger.warning("run=%s step=%s lease expired; resuming", run_id, index)
+        leases.expired(StepStatus.RUNNING) | leases.expired(StepStatus.WAITING),
+        run__status=RunStatus.RUNNING,
+    ).values_list("run_id", "index", "status")
+    for run_id, index, status in expired:
+        if status == StepStatus.WAITING:
+            logger.info("run=%s step=%s retry due; resuming", run_id, index)
+        else:
+            logger.warning("run=%s step=%s lease expired; resuming", run_id, index)
         enqueue_step(run_id, index)
     return len(expired)
 
@@ -91,7 +96,7 @@ def _resume_idle_running_runs() -> int:
     idle_since = timezone.now() - timedelta(seconds=settings.SAGA_LEASE_SECONDS)
     runs = (
         SagaRun.objects.filter(status=RunStatus.RUNNING)
-        .exclude(steps__status=StepStatus.RUNNING)
+        .exclude(steps__status__in=[StepStatus.RUNNING, StepStatus.WAITING])
         # A run whose worker died before it claimed step 0 has no finished
         # step, so its start time is used as the last finish.
         .annotate(last_finished=Coalesce(Max("steps__finished_at"), "started_at"))

@@ -391,6 +391,19 @@ class Pipeline:
         """
         return self._execute(fn, args, kwargs)
 
+    def resume(
+        self, later: RetryLater, fn: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> CallResult:
+        """Run the attempt that `later` postponed, then any retries after it.
+
+        The resumed call is admitted through every stage again, as a new
+        call is. Its first run gave back the bulkhead permit when it raised
+        RetryLater, and the breaker or the rate limiter may have changed
+        during the wait. The retry budget and the backoff carry on from
+        where the first run stopped.
+        """
+        return self._execute(fn, args, kwargs, later.attempt, later.delay)
+
     def guard(self, cost: int = 1) -> Guard:
         """Return a context manager that protects the block it wraps."""
         return Guard(self, cost)
@@ -398,7 +411,12 @@ class Pipeline:
     # -- the call loop -----------------------------------------------------
 
     def _execute(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        first_attempt: int = 1,
+        previous_delay: float | None = None,
     ) -> CallResult:
         """Run the attempts of one call.
 
@@ -424,8 +442,7 @@ class Pipeline:
         except CallNotPermitted as exc:
             return self._rejected(exc, started, 0)
 
-        previous_delay: float | None = None
-        number = 1
+        number = first_attempt
         while True:
             attempt_timeout = timeout.timeout_duration
             if deadline is not None:

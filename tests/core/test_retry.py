@@ -199,6 +199,49 @@ def test_retry_later_above_inline_wait(
     assert ("retry.scheduled", {"attempt": 2, "delay": 1.0}) in recorder.events
 
 
+def test_resume_carries_on_the_retry_budget(make_pipeline: Any) -> None:
+    pipeline = make_pipeline(
+        {
+            **retry_policy(max_attempts=4, initial_interval=1.0, max_inline_wait=1.5),
+            "bulkhead": {"max_concurrent_calls": 1},
+        }
+    )
+    first = Flaky(ConnectionError("a"), ConnectionError("b"))
+    with pytest.raises(RetryLater) as raised:
+        pipeline.call(first)
+
+    second = Flaky(ConnectionError("c"), "never")
+    with pytest.raises(RetryLater) as again:
+        pipeline.resume(raised.value, second)
+    assert again.value.attempt == 4
+    assert again.value.delay == 4.0  # attempt 3 failed: 1.0 * 2 ** 2
+
+    last = Flaky(ConnectionError("d"), "never")
+    result = pipeline.resume(again.value, last)
+    assert result.outcome == "failed"
+    assert result.attempts == 4
+    assert len(last.attempts) == 1  # the budget of four ended here
+    assert pipeline.bulkhead.snapshot()["in_use"] == 0
+
+
+def test_resume_admits_the_call_again(make_pipeline: Any) -> None:
+    pipeline = make_pipeline(
+        {
+            **retry_policy(initial_interval=1.0, max_inline_wait=0.5),
+            "circuit_breaker": {},
+        }
+    )
+    with pytest.raises(RetryLater) as raised:
+        pipeline.call(Flaky(ConnectionError("a"), "never"))
+    pipeline.breaker.force_open()
+
+    fn = Flaky("never")
+    result = pipeline.resume(raised.value, fn)
+    assert result.outcome == "rejected"
+    assert result.rejected_by == "circuit_breaker"
+    assert fn.attempts == []
+
+
 def test_base_delay_formula_and_cap() -> None:
     config = RetryConfig(initial_interval=0.5, multiplier=2.0, max_interval=3.0)
     delays = [base_delay(config, n) for n in range(1, 7)]

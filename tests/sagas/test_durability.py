@@ -69,6 +69,8 @@ class Queue:
 
     def __init__(self) -> None:
         self.tasks: list[tuple[str, Any]] = []
+        # The countdown of every message sent, in order, None for "now".
+        self.countdowns: list[float | None] = []
 
     def run_one(self) -> None:
         kind, args = self.tasks.pop(0)
@@ -88,31 +90,19 @@ class Queue:
 @pytest.fixture
 def queue(monkeypatch: pytest.MonkeyPatch) -> Iterator[Queue]:
     queued = Queue()
-    monkeypatch.setattr(
-        services,
-        "enqueue_step",
-        lambda run_id, index: queued.tasks.append(("step", (run_id, index))),
-    )
-    monkeypatch.setattr(
-        services,
-        "enqueue_compensation",
-        lambda run_id: queued.tasks.append(("compensation", (run_id,))),
-    )
-    monkeypatch.setattr(
-        sweeper,
-        "enqueue_step",
-        lambda run_id, index: queued.tasks.append(("step", (run_id, index))),
-    )
-    monkeypatch.setattr(
-        sweeper,
-        "enqueue_compensation",
-        lambda run_id: queued.tasks.append(("compensation", (run_id,))),
-    )
-    monkeypatch.setattr(
-        actions,
-        "enqueue_compensation",
-        lambda run_id: queued.tasks.append(("compensation", (run_id,))),
-    )
+
+    def enqueue_step(run_id: Any, index: int, countdown: float | None = None) -> None:
+        queued.tasks.append(("step", (run_id, index)))
+        queued.countdowns.append(countdown)
+
+    def enqueue_compensation(run_id: Any, countdown: float | None = None) -> None:
+        queued.tasks.append(("compensation", (run_id,)))
+        queued.countdowns.append(countdown)
+
+    for module in (services, sweeper):
+        monkeypatch.setattr(module, "enqueue_step", enqueue_step)
+        monkeypatch.setattr(module, "enqueue_compensation", enqueue_compensation)
+    monkeypatch.setattr(actions, "enqueue_compensation", enqueue_compensation)
     calls.clear()
     behaviour.clear()
     yield queued
@@ -412,3 +402,128 @@ def test_sweeper_completes_run_whose_worker_died(queue: Queue) -> None:
     last = run.status_changes.last()
     assert last is not None
     assert "completed by the sweeper" in last.reason
+
+
+def waiting_step(name: str, max_attempts: int) -> dict[str, Any]:
+    """A step whose retries back off 5 s, more than SAGA_MAX_INLINE_WAIT."""
+    retry = {"max_attempts": max_attempts, "initial_interval": 5, "jitter": "none"}
+    return {**step(name), "retry": retry}
+
+
+def start_waiting(name: str, max_attempts: int) -> SagaRun:
+    definition = SagaDefinition.objects.create(
+        name=f"waits-{timezone.now().timestamp()}".replace(".", "-"),
+        steps=[waiting_step(name, max_attempts), step("next")],
+    )
+    return services.start_run(definition, {})
+
+
+def wake(step_run: StepRun) -> None:
+    """Let the wait pass: the wake-up time is the step's lease end."""
+    StepRun.objects.filter(pk=step_run.pk).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+
+
+def test_long_retry_wait_parks_step_in_database(queue: Queue) -> None:
+    behaviour["a:action"] = fail_unknown
+    run = start_waiting("a", max_attempts=3)
+
+    queue.run_one()
+
+    parked = run.steps.get(name="a")
+    assert parked.status == StepStatus.WAITING
+    assert parked.attempts == 1
+    assert parked.resume_attempt == 2
+    assert parked.resume_delay == 5.0
+    assert parked.outcome_unknown is True
+    assert parked.action_claims == 0
+    assert parked.lease_expires_at is not None
+    wait = (parked.lease_expires_at - timezone.now()).total_seconds()
+    assert 4.0 < wait <= 5.0
+    assert "next try at" in parked.error
+    # The wake-up message is delayed by the backoff, not sent at once.
+    assert queue.tasks == [("step", (run.pk, 0))]
+    assert queue.countdowns == [None, pytest.approx(5.0 + services.WAKE_MARGIN)]
+
+
+def test_step_is_not_resumed_before_its_wait_ends(queue: Queue) -> None:
+    behaviour["a:action"] = fail_unknown
+    run = start_waiting("a", max_attempts=3)
+    queue.run_one()
+
+    queue.run_one()  # the delayed message, delivered early
+    assert sweeper.resume_stalled_runs() == 0
+
+    assert run.steps.get(name="a").status == StepStatus.WAITING
+    assert calls == [("a", f"{run.pk}:a:action")]
+
+
+def test_resumed_step_continues_its_retry_budget(queue: Queue) -> None:
+    behaviour["a:action"] = fail_unknown
+    run = start_waiting("a", max_attempts=2)
+    queue.run_one()
+    parked = run.steps.get(name="a")
+    queue.tasks.clear()
+
+    wake(parked)
+    assert sweeper.resume_stalled_runs() == 1
+    queue.drain()
+
+    run.refresh_from_db()
+    failed = run.steps.get(name="a")
+    assert run.status == RunStatus.COMPENSATED
+    assert failed.status == StepStatus.COMPENSATED
+    numbers = list(failed.tries.filter(kind="action").values_list("number", flat=True))
+    assert numbers == [1, 2]
+    assert failed.resume_attempt is None
+    history = list(
+        StepStatusChange.objects.filter(step=failed)
+        .order_by("at", "pk")
+        .values_list("to_status", flat=True)
+    )
+    assert history[:4] == ["running", "waiting", "running", "failed"]
+    # Every attempt sent the same key, and the undo ran once.
+    keys = {key for name, key in calls if name == "a"}
+    assert keys == {f"{run.pk}:a:action"}
+    assert calls.count(("undo-a", f"{run.pk}:a:compensation")) == 1
+
+
+def test_step_that_succeeds_after_wait_moves_on(queue: Queue) -> None:
+    failures = iter([fail_unknown])
+
+    def fail_once() -> None:
+        next(failures, lambda: None)()
+
+    behaviour["a:action"] = fail_once
+    run = start_waiting("a", max_attempts=3)
+    queue.run_one()
+    queue.tasks.clear()
+
+    wake(run.steps.get(name="a"))
+    sweeper.resume_stalled_runs()
+    queue.drain()
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.COMPLETED
+    done = run.steps.get(name="a")
+    assert done.status == StepStatus.SUCCEEDED
+    assert done.attempts == 2
+    assert done.action_claims == 1
+
+
+def test_cancel_while_waiting_compensates_possible_effect(queue: Queue) -> None:
+    behaviour["a:action"] = fail_unknown
+    run = start_waiting("a", max_attempts=3)
+    queue.run_one()
+    queue.tasks.clear()
+
+    actions.cancel(run, User.objects.create(username="op-wait"))
+    queue.drain()
+
+    run.refresh_from_db()
+    cancelled = run.steps.get(name="a")
+    assert run.status == RunStatus.COMPENSATED
+    assert cancelled.status == StepStatus.COMPENSATED
+    assert run.steps.get(name="next").status == StepStatus.PENDING
+    assert ("undo-a", f"{run.pk}:a:compensation") in calls
