@@ -106,6 +106,22 @@ def render(template: Any, context: dict[str, Any]) -> Any:
     return _PLACEHOLDER.sub(lambda m: str(_resolve(m.group(1), context)), template)
 
 
+# The keys a step may have; anything else is a typing error to report.
+STEP_KEYS = {
+    "name",
+    "target",
+    "action",
+    "compensation",
+    "retry",
+    "compensation_retry",
+    "timeout",
+    "on_failure",
+}
+# The choices of a failed step: undo the steps before it, or stop and
+# wait for an operator to retry the step or cancel the run.
+ON_FAILURE = ("compensate", "pause")
+
+
 def validate_steps(steps: Any) -> list[str]:
     """Return the problems of a list of step dicts, one message each."""
     if not isinstance(steps, list) or not steps:
@@ -115,29 +131,81 @@ def validate_steps(steps: Any) -> list[str]:
     for index, step in enumerate(steps):
         where = f"steps.{index}"
         if not isinstance(step, dict):
-            problems.append(f"{where}: must be an object.")
+            problems.append(f"{where}: must be an object, got {step!r}.")
             continue
         name = step.get("name")
         if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9_\-]{1,64}", name):
-            problems.append(f"{where}.name: must be 1 to 64 of a-z, 0-9, _ or -.")
+            problems.append(
+                f"{where}.name: must be 1 to 64 of a-z, 0-9, _ or -, got {name!r}."
+            )
         elif name in names:
             problems.append(f"{where}.name: '{name}' is used by an earlier step.")
         else:
             names.add(name)
-        if not isinstance(step.get("target"), str) or not step.get("target"):
-            problems.append(f"{where}.target: must name a registered target.")
-        for part in ("action", "compensation"):
-            call = step.get(part)
-            if call is None and part == "compensation":
-                continue
-            problems.extend(_call_problems(f"{where}.{part}", call))
+        problems.extend(_step_problems(where, step))
+    return problems
+
+
+def _step_problems(where: str, step: dict[str, Any]) -> list[str]:
+    problems = [
+        f"{where}.{key}: is not a known step field; expected one of "
+        f"{', '.join(sorted(STEP_KEYS))}."
+        for key in step
+        if key not in STEP_KEYS
+    ]
+    if not isinstance(step.get("target"), str) or not step.get("target"):
+        problems.append(
+            f"{where}.target: must name a registered target, "
+            f"got {step.get('target')!r}."
+        )
+    for part in ("action", "compensation"):
+        call = step.get(part)
+        if call is None and part == "compensation":
+            continue
+        problems.extend(_call_problems(f"{where}.{part}", call))
+    problems.extend(_policy_problems(where, step))
+    if step.get("on_failure", "compensate") not in ON_FAILURE:
+        problems.append(
+            f"{where}.on_failure: must be one of {', '.join(ON_FAILURE)}, "
+            f"got {step.get('on_failure')!r}."
+        )
+    return problems
+
+
+def _policy_problems(where: str, step: dict[str, Any]) -> list[str]:
+    """Check a step's retry and timeout as the resilience core reads them."""
+    from resilience.core.config import RetryConfig, TimeoutConfig
+
+    sections: dict[str, type[RetryConfig] | type[TimeoutConfig]] = {
+        "retry": RetryConfig,
+        "compensation_retry": RetryConfig,
+        "timeout": TimeoutConfig,
+    }
+    problems = []
+    for key, config in sections.items():
+        if step.get(key) is None:
+            continue
+        try:
+            config.from_dict(step[key])
+        except (TypeError, ValueError) as exc:
+            problems.append(f"{where}.{key}: {exc}.")
     return problems
 
 
 def _call_problems(where: str, call: Any) -> list[str]:
+    if isinstance(call, dict) and "function" in call:
+        return _function_problems(where, call)
     if not isinstance(call, dict):
-        return [f"{where}: must be an object with method and path."]
-    problems = []
+        return [
+            f"{where}: must be an object with method and path, or with "
+            f"function, got {call!r}."
+        ]
+    problems = [
+        f"{where}.{key}: is not a known field of an HTTP call; expected "
+        "method, path, body."
+        for key in call
+        if key not in {"method", "path", "body"}
+    ]
     if call.get("method") not in HTTP_METHODS:
         problems.append(
             f"{where}.method: must be one of {sorted(HTTP_METHODS)}, "
@@ -145,7 +213,27 @@ def _call_problems(where: str, call: Any) -> list[str]:
         )
     path = call.get("path")
     if not isinstance(path, str) or not path.startswith("/"):
-        problems.append(f"{where}.path: must be a string starting with '/'.")
+        problems.append(
+            f"{where}.path: must be a string starting with '/', got {path!r}."
+        )
+    return problems
+
+
+def _function_problems(where: str, call: dict[str, Any]) -> list[str]:
+    from sagas.registry import lookup, registered
+
+    problems = [
+        f"{where}.{key}: is not a known field of a function call; expected "
+        "function, payload."
+        for key in call
+        if key not in {"function", "payload"}
+    ]
+    function = call["function"]
+    if not isinstance(function, str) or lookup(function) is None:
+        problems.append(
+            f"{where}.function: must name a registered saga step (one of "
+            f"{', '.join(registered()) or 'none'}), got {function!r}."
+        )
     return problems
 
 
