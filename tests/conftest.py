@@ -22,6 +22,13 @@ def pytest_configure(config: pytest.Config) -> None:
     # any test's transaction; tracing tests turn it back on where needed.
     settings.TRACING_DATABASE_EXPORT = False
 
+    # Start from an empty REDIS_URL database: a message or a throttle key
+    # left by an earlier session would change what the sweeper does.
+    if os.environ.get("REDIS_URL"):
+        import redis
+
+        redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()
+
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
