@@ -1,4 +1,4 @@
-"""Operator actions on a run: cancel, retry compensations, resolve by hand."""
+"""Operator actions on a run: cancel, retry, resolve by hand."""
 
 import logging
 from typing import Any
@@ -6,8 +6,13 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from sagas.models import RunStatus, RunStatusChange, SagaRun
-from sagas.services import enqueue_compensation, transition_run
+from sagas.models import RunStatus, RunStatusChange, SagaRun, StepStatus
+from sagas.services import (
+    enqueue_compensation,
+    enqueue_step,
+    transition_run,
+    transition_step,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -17,28 +22,32 @@ class ActionNotAllowed(Exception):
 
 
 def cancel(run: SagaRun, user: Any) -> None:
-    """Stop a pending or running run and compensate what took effect.
+    """Stop a pending, running or paused run and compensate what took effect.
 
     A step that is running when the cancel arrives finishes first; its
     worker sees the run compensating and undoes it with the others.
     """
     moved = transition_run(
         run.pk,
-        [RunStatus.PENDING, RunStatus.RUNNING],
+        [RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED],
         RunStatus.COMPENSATING,
         f"cancelled by {user}",
         error="cancelled by an operator",
+        needs_attention=False,
     )
     if not moved:
         raise ActionNotAllowed(
-            f"Only a pending or running run can be cancelled; this one is "
-            f"{_status(run)}."
+            f"Only a pending, running or paused run can be cancelled; this one "
+            f"is {_status(run)}."
         )
     transaction.on_commit(lambda: enqueue_compensation(run.pk))
 
 
 def retry(run: SagaRun, user: Any) -> None:
-    """Compensate again the steps whose compensation failed."""
+    """Retry a paused run's failed step, or compensations that failed."""
+    if _status(run) == RunStatus.PAUSED:
+        _retry_failed_step(run, user)
+        return
     moved = transition_run(
         run.pk,
         [RunStatus.COMPENSATION_FAILED],
@@ -49,10 +58,47 @@ def retry(run: SagaRun, user: Any) -> None:
     )
     if not moved:
         raise ActionNotAllowed(
-            f"Only a compensation_failed run can be retried; this one is "
-            f"{_status(run)}."
+            f"Only a paused or compensation_failed run can be retried; this "
+            f"one is {_status(run)}."
         )
     transaction.on_commit(lambda: enqueue_compensation(run.pk))
+
+
+@transaction.atomic
+def _retry_failed_step(run: SagaRun, user: Any) -> None:
+    """Send a paused run's failed step again, with a fresh claim budget.
+
+    This is the one change that moves a step back, from failed to pending,
+    and only by an operator's hand; its history row names the operator. The
+    step sends the same idempotency key as before, so a service that did
+    apply an earlier attempt answers with that result instead of applying
+    it twice.
+    """
+    moved = transition_run(
+        run.pk,
+        [RunStatus.PAUSED],
+        RunStatus.RUNNING,
+        f"failed step retried by {user}",
+        needs_attention=False,
+        error="",
+    )
+    if not moved:
+        raise ActionNotAllowed(
+            f"Only a paused run can retry its step; this one is {_status(run)}."
+        )
+    step = run.steps.filter(status=StepStatus.FAILED).order_by("index").first()
+    if step is None:
+        raise ActionNotAllowed("This paused run has no failed step to retry.")
+    transition_step(
+        step,
+        StepStatus.FAILED,
+        StepStatus.PENDING,
+        f"retried by {user}",
+        action_claims=0,
+        error="",
+        finished_at=None,
+    )
+    transaction.on_commit(lambda: enqueue_step(run.pk, step.index))
 
 
 def resolve(run: SagaRun, user: Any, note: str) -> None:

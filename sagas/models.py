@@ -16,9 +16,12 @@ class RunStatus(models.TextChoices):
 
     Sagas (orchestrated and choreographed) go pending, running, then
     completed, or compensating and then compensated or compensation_failed.
-    Try-Confirm-Cancel transactions go pending, trying, then confirming and
-    committed, or cancelling and aborted. One whose phase two cannot finish
-    within its budget stops at needs_attention.
+    A saga whose failed step says ``"on_failure": "pause"`` stops at paused
+    instead of compensating, until an operator retries the step (back to
+    running) or cancels the run (compensating). Try-Confirm-Cancel
+    transactions go pending, trying, then confirming and committed, or
+    cancelling and aborted. One whose phase two cannot finish within its
+    budget stops at needs_attention.
     """
 
     PENDING = "pending"
@@ -27,6 +30,7 @@ class RunStatus(models.TextChoices):
     COMPENSATING = "compensating"
     COMPENSATED = "compensated"
     COMPENSATION_FAILED = "compensation_failed"
+    PAUSED = "paused"
     TRYING = "trying"
     CONFIRMING = "confirming"
     CANCELLING = "cancelling"

@@ -213,7 +213,7 @@ def _claim_action(run: SagaRun, step: StepRun) -> int | None:
     )
     if stored:
         logger.warning("run=%s step=%s %s", run.pk, step.name, reason)
-        _start_compensation(run.pk, f"step {step.name} failed: {reason}")
+        _after_failure(run, step, f"step {step.name} failed: {reason}")
     return None
 
 
@@ -327,7 +327,7 @@ def _finish_step_failed(
         _log_stale(run, step, token)
         return
     logger.info("run=%s step=%s failed: %s", run.pk, step.name, reason)
-    _start_compensation(run.pk, f"step {step.name} failed", error=reason[:4000])
+    _after_failure(run, step, f"step {step.name} failed", error=reason[:4000])
 
 
 def _log_stale(run: SagaRun, step: StepRun, token: int) -> None:
@@ -337,6 +337,26 @@ def _log_stale(run: SagaRun, step: StepRun, token: int) -> None:
         step.name,
         token,
     )
+
+
+def _after_failure(run: SagaRun, step: StepRun, reason: str, **fields: Any) -> None:
+    """Compensate after a failed step, or pause if its definition says so.
+
+    A paused run waits for an operator, who retries the step or cancels
+    the run; a cancel that came first wins, and the run compensates.
+    """
+    if run.steps_snapshot[step.index].get("on_failure") == "pause":
+        paused = transition_run(
+            run.pk,
+            [RunStatus.RUNNING],
+            RunStatus.PAUSED,
+            f"{reason}; paused for an operator",
+            needs_attention=True,
+            **fields,
+        )
+        if paused:
+            return
+    _start_compensation(run.pk, reason, **fields)
 
 
 def _start_compensation(run_id: Any, reason: str, **fields: Any) -> None:

@@ -102,6 +102,7 @@ def queue(monkeypatch: pytest.MonkeyPatch) -> Iterator[Queue]:
     for module in (services, sweeper):
         monkeypatch.setattr(module, "enqueue_step", enqueue_step)
         monkeypatch.setattr(module, "enqueue_compensation", enqueue_compensation)
+    monkeypatch.setattr(actions, "enqueue_step", enqueue_step)
     monkeypatch.setattr(actions, "enqueue_compensation", enqueue_compensation)
     calls.clear()
     behaviour.clear()
@@ -527,3 +528,74 @@ def test_cancel_while_waiting_compensates_possible_effect(queue: Queue) -> None:
     assert cancelled.status == StepStatus.COMPENSATED
     assert run.steps.get(name="next").status == StepStatus.PENDING
     assert ("undo-a", f"{run.pk}:a:compensation") in calls
+
+
+def start_pausing(names: list[str], pausing: str) -> SagaRun:
+    steps = [
+        {**step(name), "on_failure": "pause"} if name == pausing else step(name)
+        for name in names
+    ]
+    definition = SagaDefinition.objects.create(
+        name=f"pauses-{timezone.now().timestamp()}".replace(".", "-"), steps=steps
+    )
+    return services.start_run(definition, {})
+
+
+def test_failed_step_pauses_run_for_operator(queue: Queue) -> None:
+    behaviour["b:action"] = fail_definitely
+    run = start_pausing(["a", "b", "c"], pausing="b")
+
+    queue.drain()
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.PAUSED
+    assert run.needs_attention is True
+    assert "card declined" in run.error
+    assert statuses(run) == ["succeeded", "failed", "pending"]
+    assert not [name for name, _ in calls if name.startswith("undo-")]
+    # Nothing wakes a paused run: it waits for the operator.
+    assert sweeper.resume_stalled_runs() == 0
+
+
+def test_retry_sends_paused_step_again_with_same_key(queue: Queue) -> None:
+    behaviour["b:action"] = fail_definitely
+    run = start_pausing(["a", "b", "c"], pausing="b")
+    queue.drain()
+    del behaviour["b:action"]
+
+    actions.retry(run, User.objects.create(username="op-pause"))
+    queue.drain()
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.COMPLETED
+    assert run.needs_attention is False
+    b_keys = [key for name, key in calls if name == "b"]
+    assert b_keys == [f"{run.pk}:b:action"] * 2
+    history = list(
+        StepStatusChange.objects.filter(step__run=run, step__name="b")
+        .order_by("at", "pk")
+        .values_list("to_status", "reason")
+    )
+    assert ("pending", "retried by op-pause") in history
+
+
+def test_cancel_paused_run_compensates(queue: Queue) -> None:
+    behaviour["b:action"] = fail_unknown
+    run = start_pausing(["a", "b", "c"], pausing="b")
+    queue.drain()
+
+    actions.cancel(run, User.objects.create(username="op-cancel"))
+    queue.drain()
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.COMPENSATED
+    undone = [name for name, _ in calls if name.startswith("undo-")]
+    assert undone == ["undo-b", "undo-a"]
+
+
+def test_retry_refused_unless_paused_or_compensation_failed(queue: Queue) -> None:
+    run = start(["a"])
+    queue.drain()
+
+    with pytest.raises(actions.ActionNotAllowed, match="this one is completed"):
+        actions.retry(run, User.objects.create(username="op-late"))
