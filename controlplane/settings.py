@@ -209,6 +209,10 @@ SAGA_MAX_INLINE_WAIT = float(os.environ.get("SAGA_MAX_INLINE_WAIT", "2"))
 # visibility timeout (one hour on Redis): a message delayed longer is
 # delivered a second time.
 SAGA_COUNTDOWN_LIMIT = float(os.environ.get("SAGA_COUNTDOWN_LIMIT", "300"))
+# A worker that finished a step runs the run's next step itself while its
+# task has run for less than this many seconds; after that the next step
+# goes through the broker, so a long run shares the workers with others.
+SAGA_INLINE_SECONDS = float(os.environ.get("SAGA_INLINE_SECONDS", "2"))
 # Modules whose @saga_step functions saga definitions may name.
 SAGA_STEP_MODULES = ["sagas.builtin_steps"]
 

@@ -8,10 +8,13 @@ alike; a Python step's "status code" is None.
 
 import json
 import logging
+import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -45,28 +48,57 @@ def idempotency_key(run_id: Any, step_name: str, part: str) -> str:
     return f"{run_id}:{step_name}:{part}"
 
 
+@dataclass
+class Sent:
+    """A call's outcome and the exchange to store with its attempts."""
+
+    outcome: HttpOutcome
+    exchange: dict[str, Any]
+
+
 def perform(
     run: SagaRun, step: StepRun, spec: dict[str, Any], part: str
 ) -> HttpOutcome:
     """Send the step's action or compensation and store what went out."""
+    sent = send(run, step, spec, part)
+    record(step, part, sent)
+    return sent.outcome
+
+
+def send(run: SagaRun, step: StepRun, spec: dict[str, Any], part: str) -> Sent:
+    """Send the step's action or compensation; ``record`` stores the result.
+
+    The two are apart so that the orchestrator can store the attempts in
+    the same transaction as the step's new status.
+    """
     call = spec[part]
+    exchange: dict[str, Any] = {}
     try:
-        context = _context(run)
+        context = _context(run, call)
         if "function" in call:
-            outcome = _call_function(run, step, spec, part, context)
+            outcome = _call_function(run, step, spec, part, context, exchange)
         else:
-            outcome = _call_http(run, step, spec, part, context)
+            outcome = _call_http(run, step, spec, part, context, exchange)
     except TemplateError as exc:
         outcome = definition_error(str(exc))
-    _record_attempts(step, part, outcome)
-    return outcome
+    return Sent(outcome, exchange)
 
 
-def _context(run: SagaRun) -> dict[str, Any]:
-    outputs = {
-        name: {"output": output}
-        for name, output in run.steps.values_list("name", "output")
-    }
+# A placeholder that names an earlier step's output, e.g. {{steps.a.output}}.
+STEP_PLACEHOLDER = re.compile(r"\{\{\s*steps\.")
+
+
+def _context(run: SagaRun, call: dict[str, Any]) -> dict[str, Any]:
+    """Return the values a call's placeholders may name.
+
+    The earlier steps' outputs are read only for a call that names one.
+    """
+    outputs: dict[str, Any] = {}
+    if STEP_PLACEHOLDER.search(json.dumps(call, default=str)):
+        outputs = {
+            name: {"output": output}
+            for name, output in run.steps.values_list("name", "output")
+        }
     return {"run": {"id": str(run.pk)}, "input": run.input, "steps": outputs}
 
 
@@ -76,6 +108,7 @@ def _call_http(
     spec: dict[str, Any],
     part: str,
     context: dict[str, Any],
+    exchange: dict[str, Any],
 ) -> HttpOutcome:
     call = spec[part]
     target = Target.objects.filter(name=spec["target"]).first()
@@ -104,7 +137,7 @@ def _call_http(
         run.pk, step.name, part, target.name, key, outcome.status_code, sent_at
     )
     _store_exchange(
-        step,
+        exchange,
         part,
         {
             "method": call["method"],
@@ -123,6 +156,7 @@ def _call_function(
     spec: dict[str, Any],
     part: str,
     context: dict[str, Any],
+    exchange: dict[str, Any],
 ) -> HttpOutcome:
     call = spec[part]
     function = lookup(call["function"])
@@ -166,7 +200,7 @@ def _call_function(
     except RetryLater as later:
         return resilience.postponed(later, attempts)
     _store_exchange(
-        step,
+        exchange,
         part,
         {
             "function": call["function"],
@@ -250,15 +284,19 @@ def truncate(value: Any) -> Any:
 
 
 def _store_exchange(
-    step: StepRun, part: str, request: dict[str, Any], response: dict[str, Any]
+    exchange: dict[str, Any],
+    part: str,
+    request: dict[str, Any],
+    response: dict[str, Any],
 ) -> None:
     prefix = "" if part == "action" else "compensation_"
-    StepRun.objects.filter(pk=step.pk).update(
-        **{f"{prefix}request": request, f"{prefix}response": response}
-    )
+    exchange[f"{prefix}request"] = request
+    exchange[f"{prefix}response"] = response
 
 
-def _record_attempts(step: StepRun, part: str, outcome: HttpOutcome) -> None:
+def record(step: StepRun, part: str, sent: Sent) -> None:
+    """Store the attempts and what went out and came back, in one UPDATE."""
+    outcome, exchange = sent.outcome, sent.exchange
     kind = (
         StepAttempt.Kind.ACTION if part == "action" else StepAttempt.Kind.COMPENSATION
     )
@@ -275,6 +313,12 @@ def _record_attempts(step: StepRun, part: str, outcome: HttpOutcome) -> None:
         )
         for record in outcome.attempts
     ]
-    StepAttempt.objects.bulk_create(rows)
     field = "attempts" if part == "action" else "compensation_attempts"
-    StepRun.objects.filter(pk=step.pk).update(**{field: F(field) + len(rows)})
+    changes = {**exchange}
+    if rows:
+        changes[field] = F(field) + len(rows)
+    with transaction.atomic():
+        if rows:
+            StepAttempt.objects.bulk_create(rows)
+        if changes:
+            StepRun.objects.filter(pk=step.pk).update(**changes)

@@ -49,40 +49,51 @@ def claim(
     ``compensation_claims``). Returns ``(None, status)`` when the step has
     already been claimed as often as ``SAGA_MAX_CLAIMS`` allows, and
     ``(None, None)`` when it is not claimable at all.
+
+    The first try assumes the step is still as the caller loaded it: one
+    UPDATE on that status and token, with no read before or after. Only
+    when it changes no row is the step read again, to try once more or to
+    tell why not.
     """
     now = timezone.now()
+    expires = now + lease_duration()
+    changes = {
+        "status": new_status,
+        "lease_token": F("lease_token") + 1,
+        "lease_expires_at": expires,
+        counter: F(counter) + 1,
+        **fields,
+    }
+    below_limit = Q(**{f"{counter}__lt": settings.SAGA_MAX_CLAIMS})
+
+    def update(status: str, token: int) -> bool:
+        rows = StepRun.objects.filter(
+            claimable, below_limit, pk=step.pk, status=status, lease_token=token
+        )
+        return rows.update(**changes) == 1
+
     with transaction.atomic():
-        row = (
-            StepRun.objects.filter(claimable, pk=step.pk)
-            .values("status", counter, "lease_token")
-            .first()
-        )
-        if row is None:
-            return None, None
-        if row[counter] >= settings.SAGA_MAX_CLAIMS:
-            return None, str(row["status"])
-        changed = (
-            StepRun.objects.filter(claimable, pk=step.pk)
-            .filter(lease_token=row["lease_token"])
-            .update(
-                status=new_status,
-                lease_token=F("lease_token") + 1,
-                lease_expires_at=now + lease_duration(),
-                **{counter: F(counter) + 1},
-                **fields,
-            )
-        )
-        if changed != 1:
-            return None, None
+        previous = str(step.status)
+        if not update(previous, step.lease_token):
+            step.refresh_from_db()
+            previous = str(step.status)
+            if not StepRun.objects.filter(claimable, pk=step.pk).exists():
+                return None, None
+            if getattr(step, counter) >= settings.SAGA_MAX_CLAIMS:
+                return None, previous
+            if not update(previous, step.lease_token):
+                return None, None
         StepStatusChange.objects.create(
-            step=step,
-            from_status=row["status"],
-            to_status=new_status,
-            at=now,
-            reason=reason,
+            step=step, from_status=previous, to_status=new_status, at=now, reason=reason
         )
-    step.refresh_from_db()
-    return step.lease_token, str(row["status"])
+    # The row now holds what the UPDATE wrote; keep the instance the same.
+    step.status = new_status
+    step.lease_token += 1
+    step.lease_expires_at = expires
+    setattr(step, counter, getattr(step, counter) + 1)
+    for name, value in fields.items():
+        setattr(step, name, value)
+    return step.lease_token, previous
 
 
 def expired(status: str) -> Q:

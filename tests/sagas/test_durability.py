@@ -88,7 +88,9 @@ class Queue:
 
 
 @pytest.fixture
-def queue(monkeypatch: pytest.MonkeyPatch) -> Iterator[Queue]:
+def queue(monkeypatch: pytest.MonkeyPatch, settings: Any) -> Iterator[Queue]:
+    # Each step goes through the queue, so a test decides when it runs.
+    settings.SAGA_INLINE_SECONDS = 0
     queued = Queue()
 
     def enqueue_step(run_id: Any, index: int, countdown: float | None = None) -> None:
@@ -599,3 +601,33 @@ def test_retry_refused_unless_paused_or_compensation_failed(queue: Queue) -> Non
 
     with pytest.raises(actions.ActionNotAllowed, match="this one is completed"):
         actions.retry(run, User.objects.create(username="op-late"))
+
+
+def test_worker_runs_next_steps_itself_within_budget(
+    queue: Queue, settings: Any
+) -> None:
+    settings.SAGA_INLINE_SECONDS = 60
+    run = start(["a", "b", "c"])
+
+    queue.run_one()
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.COMPLETED
+    assert queue.tasks == []
+    tokens = list(run.steps.order_by("index").values_list("lease_token", flat=True))
+    assert tokens == [1, 1, 1]
+
+
+def test_redelivered_message_moves_past_succeeded_steps(
+    queue: Queue, settings: Any
+) -> None:
+    run = start(["a", "b", "c"])
+    queue.run_one()
+    queue.tasks.clear()  # the message for b was lost with its worker
+    settings.SAGA_INLINE_SECONDS = 60
+
+    services.execute_step(run.pk, 0)  # a's message, delivered again
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.COMPLETED
+    assert [name for name, _ in calls] == ["a", "b", "c"]
