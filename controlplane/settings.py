@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "controlplane",
     "resilience",
     "sagas",
@@ -178,6 +179,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI's files come from the installed sidecar package, served by
+    # WhiteNoise, so the API docs work on a machine without internet access.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # Name of the group whose members may change state through the API and the
@@ -210,7 +216,7 @@ SAGA_MAX_INLINE_WAIT = float(os.environ.get("SAGA_MAX_INLINE_WAIT", "2"))
 # delivered a second time.
 SAGA_COUNTDOWN_LIMIT = float(os.environ.get("SAGA_COUNTDOWN_LIMIT", "300"))
 # A worker that finished a step runs the run's next step itself while its
-# task has run for less than this many seconds; after that the next step
+# task has run for less than this many seconds. After that the next step
 # goes through the broker, so a long run shares the workers with others.
 SAGA_INLINE_SECONDS = float(os.environ.get("SAGA_INLINE_SECONDS", "2"))
 # Modules whose @saga_step functions saga definitions may name.
