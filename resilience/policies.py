@@ -170,7 +170,8 @@ def resolve_host(host: str) -> list[str]:
 def check_base_url(url: str) -> None:
     """Raise UnsafeTarget unless protected calls may be sent to the URL.
 
-    1. The scheme must be http or https.
+    1. The scheme must be http or https, with a host, a port from 1 to
+       65535 if one is given, and no query or fragment.
     2. Every address of the host, resolved with a timeout, must be allowed.
        Loopback always is. Link-local, cloud metadata, private, unique
        local, multicast, reserved and unspecified addresses are allowed
@@ -185,6 +186,15 @@ def check_base_url(url: str) -> None:
     host = (parts.hostname or "").rstrip(".").lower()
     if not host:
         raise UnsafeTarget(f"The URL has no host, got {url!r}.")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise UnsafeTarget(f"The port must be a number from 1 to 65535, got {url!r}.")
+    if parts.query or parts.fragment:
+        # Call paths are appended to the base URL, after any query.
+        raise UnsafeTarget(f"The URL must have no query or fragment, got {url!r}.")
     allow_private = bool(getattr(settings, "RESILIENCE_ALLOW_PRIVATE_TARGETS", False))
     if host in METADATA_HOSTS and not allow_private:
         raise UnsafeTarget(f"The host {host} is a cloud metadata service.")

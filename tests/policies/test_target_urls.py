@@ -29,6 +29,10 @@ REJECTED = [
     ("http://0.0.0.0:8000/", "unspecified"),
     ("http://no-such-host.example.com/", "does not resolve"),
     ("ftp://127.0.0.1/", "http and https"),
+    ("http://127.0.0.1:99999/", "port must be a number from 1 to 65535"),
+    ("http://127.0.0.1:0/", "port must be a number from 1 to 65535"),
+    ("http://127.0.0.1:8000/?key=1", "no query or fragment"),
+    ("http://127.0.0.1:8000/#top", "no query or fragment"),
 ]
 ALLOWED = [
     "http://127.0.0.1:8000/demo/payment",
