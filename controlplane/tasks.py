@@ -6,7 +6,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from controlplane import spans
+from controlplane import outbox, spans
 from controlplane.models import IdempotencyRecord
 
 logger = logging.getLogger(__name__)
@@ -52,3 +52,12 @@ def purge_spans() -> int:
             settings.SPAN_RETENTION_SECONDS,
         )
     return purged
+
+
+@shared_task(name="controlplane.relay_outbox", acks_late=False)
+def relay_outbox() -> int:
+    """Publish unsent outbox events, then redeliver unconsumed ones."""
+    published, redelivered = outbox.relay()
+    if redelivered:
+        logger.info("outbox: %s event deliveries sent again", redelivered)
+    return published
