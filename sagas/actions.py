@@ -6,7 +6,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from sagas.models import RunStatus, RunStatusChange, SagaRun
+from sagas.models import RunStatus, RunStatusChange, SagaDefinition, SagaRun
 from sagas.services import enqueue_compensation, transition_run
 
 logger = logging.getLogger(__name__)
@@ -22,6 +22,7 @@ def cancel(run: SagaRun, user: Any) -> None:
     A step that is running when the cancel arrives finishes first; its
     worker sees the run compensating and undoes it with the others.
     """
+    _require_orchestrated(run, "cancelled")
     moved = transition_run(
         run.pk,
         [RunStatus.PENDING, RunStatus.RUNNING],
@@ -39,6 +40,7 @@ def cancel(run: SagaRun, user: Any) -> None:
 
 def retry(run: SagaRun, user: Any) -> None:
     """Compensate again the steps whose compensation failed."""
+    _require_orchestrated(run, "retried")
     moved = transition_run(
         run.pk,
         [RunStatus.COMPENSATION_FAILED],
@@ -84,6 +86,16 @@ def resolve(run: SagaRun, user: Any, note: str) -> None:
             reason=f"resolved by {user}: {note}",
         )
     logger.info("run=%s resolved by %s", run.pk, user)
+
+
+def _require_orchestrated(run: SagaRun, verb: str) -> None:
+    # A choreographed run has no steps for the orchestrator to undo: its
+    # services compensate by their events, and an operator resolves it.
+    if run.definition.kind != SagaDefinition.Kind.ORCHESTRATED:
+        raise ActionNotAllowed(
+            f"Only an orchestrated run can be {verb}; this one is a "
+            f"{run.definition.kind} run, whose services act on their events."
+        )
 
 
 def _status(run: SagaRun) -> str:

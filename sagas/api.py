@@ -77,7 +77,9 @@ class SagaRunViewSet(
     def get_queryset(self) -> QuerySet[SagaRun]:
         queryset = super().get_queryset()
         if self.action == "retrieve":
-            queryset = queryset.prefetch_related("steps__tries", "status_changes")
+            queryset = queryset.prefetch_related(
+                "steps__tries", "status_changes", "events"
+            )
         filters = RunFilterSerializer(data=self.request.query_params)
         filters.is_valid(raise_exception=True)
         return filter_runs(queryset, filters.validated_data)
