@@ -21,6 +21,7 @@ PAGES = [
     "/bulkheads/",
     "/faults/",
     "/idempotency/",
+    "/outbox/",
 ]
 
 
