@@ -168,3 +168,71 @@ def test_stock_out_cancels_order(stack: Stack) -> None:
     assert order["status"] == "cancelled"
     reservation = stack.get(f"/demo/inventory/reservations/{run['id']}/")
     assert reservation.status_code == 404
+
+
+def test_relay_crash_publishes_once(stack: Stack) -> None:
+    crash_file = stack.arm_relay_crash()
+
+    run = stack.wait_for_run(stack.start_run(SAGA, order_input("sku-1"))["id"])
+
+    assert not crash_file.exists(), "the relay never reached its crash point"
+    assert run["status"] == "completed", run
+    assert event_types(run) == [
+        "OrderCreated",
+        "InventoryReserved",
+        "PaymentCompleted",
+        "ShipmentScheduled",
+        "OrderConfirmed",
+    ]
+    for event in outbox_events(stack, run["id"]):
+        assert event["status"] == "sent", event
+        assert event["publish_attempts"] == 1, event
+        consumers = {row["consumer"]: row for row in event["consumed_by"]}
+        assert sorted(consumers) == sorted(event["subscribers"]), event
+        assert all(row["duplicates"] == 0 for row in consumers.values()), event
+
+
+def test_duplicate_event_consumed_once(stack: Stack) -> None:
+    run = stack.wait_for_run(stack.start_run(SAGA, order_input("sku-2"))["id"])
+    assert run["status"] == "completed", run
+    payment_before = stack.service_state("payment")
+    reserved = next(
+        event
+        for event in outbox_events(stack, run["id"])
+        if event["event_type"] == "InventoryReserved"
+    )
+
+    response = stack.post(f"/api/outbox/events/{reserved['event_id']}/redeliver/")
+    assert response.status_code == 202, response.text
+    consumers = wait_for_duplicates(stack, run["id"], reserved["event_id"])
+
+    assert consumers["payment"]["duplicates"] == 1
+    assert consumers["sagas"]["duplicates"] == 1
+    payment_after = stack.service_state("payment")
+    assert payment_after["charged_total"] == payment_before["charged_total"]
+    assert payment_after["effects_applied"] == payment_before["effects_applied"]
+    assert payment_after["duplicate_effects"] == 0
+    again = stack.get(f"/api/runs/{run['id']}/").json()
+    assert again["status"] == "completed"
+    assert len(again["events"]) == 5
+    summary = {
+        row["service"]: row for row in stack.get("/api/outbox/").json()["services"]
+    }
+    assert summary["payment"]["duplicates_ignored"] >= 1
+
+
+def wait_for_duplicates(
+    stack: Stack, run_id: str, event_id: str
+) -> dict[str, dict[str, Any]]:
+    """Return the event's consumers once each has ignored a duplicate."""
+    consumers: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        event = next(
+            e for e in outbox_events(stack, run_id) if e["event_id"] == event_id
+        )
+        consumers = {row["consumer"]: row for row in event["consumed_by"]}
+        if all(row["duplicates"] for row in consumers.values()):
+            return consumers
+        time.sleep(0.3)
+    raise AssertionError(f"redelivery of {event_id} not consumed: {consumers}")
