@@ -301,8 +301,8 @@ CELERY_BEAT_SCHEDULE = {
         "task": "controlplane.relay_outbox",
         "schedule": OUTBOX_RELAY_INTERVAL,
     },
-    "expire-choreographed-runs": {
-        "task": "sagas.expire_choreographed_runs",
+    "sweep-choreographed-runs": {
+        "task": "sagas.sweep_choreographed_runs",
         "schedule": SAGA_SWEEP_INTERVAL,
     },
     "purge-idempotency-records": {

@@ -228,6 +228,30 @@ def _run_id(value: str) -> uuid.UUID | None:
         return None
 
 
+def resume_pending_runs(now: datetime | None = None) -> int:
+    """Ask again to place the order of runs pending for ``PENDING_RESUME_AFTER``.
+
+    A worker killed while placing an order keeps its message unacknowledged
+    until the broker's visibility timeout (an hour). Sending the request
+    again is safe because it carries the same ``Idempotency-Key``.
+    """
+    from sagas.sweeper import PENDING_RESUME_AFTER, first_resume
+
+    now = now or timezone.now()
+    pending = SagaRun.objects.filter(
+        definition__kind=SagaDefinition.Kind.CHOREOGRAPHY,
+        status=RunStatus.PENDING,
+        created_at__lt=now - PENDING_RESUME_AFTER,
+    ).values_list("pk", flat=True)
+    resumed = 0
+    for run_id in pending:
+        if first_resume(run_id):
+            logger.warning("run=%s still pending; placing its order again", run_id)
+            enqueue_start(run_id)
+            resumed += 1
+    return resumed
+
+
 def expire_overdue_runs(now: datetime | None = None) -> int:
     """End choreographed runs that passed their deadline; return how many."""
     now = now or timezone.now()

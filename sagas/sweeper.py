@@ -50,7 +50,7 @@ def _queue_backlog() -> int:
         return 0
 
 
-def _first_resume(run_id: object) -> bool:
+def first_resume(run_id: object) -> bool:
     """Return True once per AMBIGUOUS_RESUME_INTERVAL for each run."""
     key = f"rcp:sweeper:resumed:{run_id}"
     try:
@@ -103,7 +103,7 @@ def _resume_idle_running_runs() -> int:
     )
     resumed = 0
     for run in runs:
-        if not _first_resume(run.pk):
+        if not first_resume(run.pk):
             continue
         outcome = settle_idle_run(run)
         if outcome is not None:
@@ -127,7 +127,7 @@ def _resume_idle_compensations() -> int:
     )
     resumed = 0
     for run_id in runs:
-        if not _first_resume(run_id):
+        if not first_resume(run_id):
             continue
         logger.warning("run=%s compensation idle; resuming", run_id)
         enqueue_compensation(run_id)
@@ -143,7 +143,7 @@ def _resume_lost_pending_runs() -> int:
     ).values_list("pk", flat=True)
     resumed = 0
     for run_id in lost:
-        if not _first_resume(run_id):
+        if not first_resume(run_id):
             continue
         logger.warning("run=%s still pending; enqueueing its first step", run_id)
         enqueue_step(run_id, 0)

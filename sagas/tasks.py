@@ -54,6 +54,8 @@ def record_event(subscriber: str, message: dict[str, Any]) -> None:
         choreography.record_event(message)
 
 
-@shared_task(name="sagas.expire_choreographed_runs")
-def expire_choreographed_runs() -> int:
+@shared_task(name="sagas.sweep_choreographed_runs")
+def sweep_choreographed_runs() -> int:
+    """Resume lost starts and end overdue runs; return how many runs ended."""
+    choreography.resume_pending_runs()
     return choreography.expire_overdue_runs()
