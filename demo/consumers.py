@@ -1,8 +1,8 @@
 """Event consumers of the demo services in the choreographed order saga.
 
-Each consumer handles one event in one transaction: it claims the event in
+Each consumer handles one event in one transaction. It claims the event in
 its inbox, changes its service's state and stores the next event in the
-outbox, so a redelivered event changes nothing and no change is left
+outbox. So a redelivered event changes nothing, and no change is left
 without its event. The handlers call the service functions of
 ``demo.services`` in the worker, as each service's own consumer process
 would, so no consumer makes an HTTP call.
@@ -93,8 +93,8 @@ def _schedule(reference: str, payload: dict[str, Any]) -> tuple[str, dict[str, A
 
 
 def _confirm(reference: str, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    # ServiceError here means the order was cancelled meanwhile: it rolls the
-    # delivery back and the retries end in the log and the run's deadline.
+    # A ServiceError here means the order was cancelled meanwhile. It rolls
+    # the delivery back, and redelivery tries again until the run's deadline.
     services.confirm_order(reference)
     return events.ORDER_CONFIRMED, _order(payload)
 

@@ -36,11 +36,6 @@ EVENT_TYPES = (
     ORDER_CANCELLED,
 )
 
-# Events that end a forward step with a failure, so the run compensates.
-FAILURE_EVENTS = frozenset(
-    {INVENTORY_RESERVATION_FAILED, PAYMENT_FAILED, SHIPMENT_FAILED}
-)
-
 TRACKER = "sagas"
 
 # The demo service that consumes each event (the tracker gets them all).

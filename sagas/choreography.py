@@ -14,10 +14,11 @@ the same compare-and-set transitions as orchestrated runs:
 - OrderConfirmed: to completed;
 - OrderCancelled: to compensated (through compensating).
 
-A run still pending, running or compensating after
-``CHOREOGRAPHY_RUN_DEADLINE_SECONDS`` ends ``compensation_failed`` with
-``needs_attention``, because the control plane cannot tell whether the
-services still hold its effects.
+A run still pending after the sweeper's ``PENDING_RESUME_AFTER`` gets its
+order placed again, with the same key. A run still pending, running or
+compensating after ``CHOREOGRAPHY_RUN_DEADLINE_SECONDS`` ends
+``compensation_failed`` with ``needs_attention``, because the control
+plane cannot tell whether the services still store its effects.
 """
 
 import logging
@@ -52,8 +53,8 @@ CHECKOUT_PATH = "/checkouts/"
 # fails; the run's deadline ends them.
 START_RETRY_SECONDS = 2.0
 
-# Status paths each event moves a run along; every hop is a compare-and-set
-# that applies only from its own starting status, so a run never goes back.
+# Status paths each event moves a run along. Every hop is a compare-and-set
+# from its own starting status, so a run never goes back.
 _TO_RUNNING = [(RunStatus.PENDING, RunStatus.RUNNING)]
 _TO_COMPENSATING = [*_TO_RUNNING, (RunStatus.RUNNING, RunStatus.COMPENSATING)]
 PATHS = {
@@ -71,7 +72,7 @@ FINISHING = {RunStatus.COMPLETED, RunStatus.COMPENSATED}
 
 
 class StartPending(Exception):
-    """Placing the order failed without a definite answer; try again later."""
+    """Placing the order failed with an unknown outcome; try again later."""
 
 
 def start_run(

@@ -20,6 +20,13 @@ from tests.stack import Stack
 pytestmark = pytest.mark.stack
 
 SAGA = "order-choreography"
+COMPLETED_EVENTS = [
+    "OrderCreated",
+    "InventoryReserved",
+    "PaymentCompleted",
+    "ShipmentScheduled",
+    "OrderConfirmed",
+]
 
 
 def event_types(run: dict[str, Any]) -> list[str]:
@@ -42,13 +49,7 @@ def test_choreography_completes(stack: Stack) -> None:
     run = stack.wait_for_run(started["id"])
 
     assert run["status"] == "completed", run
-    assert event_types(run) == [
-        "OrderCreated",
-        "InventoryReserved",
-        "PaymentCompleted",
-        "ShipmentScheduled",
-        "OrderConfirmed",
-    ]
+    assert event_types(run) == COMPLETED_EVENTS
     order = stack.get(f"/demo/order/orders/{run['id']}/").json()
     assert order["status"] == "confirmed"
     stock_after = product(stack, "sku-3")
@@ -177,13 +178,7 @@ def test_relay_crash_publishes_once(stack: Stack) -> None:
 
     assert not crash_file.exists(), "the relay never reached its crash point"
     assert run["status"] == "completed", run
-    assert event_types(run) == [
-        "OrderCreated",
-        "InventoryReserved",
-        "PaymentCompleted",
-        "ShipmentScheduled",
-        "OrderConfirmed",
-    ]
+    assert event_types(run) == COMPLETED_EVENTS
     for event in outbox_events(stack, run["id"]):
         assert event["status"] == "sent", event
         assert event["publish_attempts"] == 1, event

@@ -17,6 +17,7 @@ PAGES = [
     "/runs/",
     "/runs/start/",
     "/runs/start/?saga=order",
+    "/runs/start/?saga=order-choreography",
     "/breakers/",
     "/bulkheads/",
     "/faults/",
