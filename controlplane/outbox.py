@@ -220,6 +220,21 @@ def redeliver_unconsumed(now: datetime | None = None) -> int:
     return sent
 
 
+def purge_old_events(now: datetime | None = None) -> int:
+    """Delete sent outbox rows and inbox rows past their retention.
+
+    Unsent rows are kept however old, because they are still to publish.
+    Returns the number of rows deleted.
+    """
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.OUTBOX_RETENTION_SECONDS)
+    sent, _ = OutboxEvent.objects.filter(
+        status=OutboxEvent.Status.SENT, sent_at__lt=cutoff
+    ).delete()
+    consumed, _ = InboxEvent.objects.filter(received_at__lt=cutoff).delete()
+    return sent + consumed
+
+
 def claim_inbox(consumer: str, message: dict[str, Any]) -> bool:
     """Record that ``consumer`` handles this event; False if it already did.
 

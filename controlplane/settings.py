@@ -280,6 +280,10 @@ OUTBOX_REDELIVER_AFTER_SECONDS = float(
 # A file whose existence makes the relay exit before its next publish, for
 # crash tests; empty turns the check off.
 OUTBOX_RELAY_CRASH_FILE = os.environ.get("OUTBOX_RELAY_CRASH_FILE", "")
+# Seconds sent outbox rows and inbox rows are kept; a periodic task deletes
+# older ones. It must exceed the run deadline below, or a redelivery could
+# find its inbox row gone and apply the event again.
+OUTBOX_RETENTION_SECONDS = int(os.environ.get("OUTBOX_RETENTION_SECONDS", "604800"))
 # Seconds a choreographed run may stay pending, running or compensating;
 # after that it ends compensation_failed and needs an operator.
 CHOREOGRAPHY_RUN_DEADLINE_SECONDS = float(
@@ -304,6 +308,10 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-choreographed-runs": {
         "task": "sagas.sweep_choreographed_runs",
         "schedule": SAGA_SWEEP_INTERVAL,
+    },
+    "purge-outbox": {
+        "task": "controlplane.purge_outbox",
+        "schedule": SPAN_PURGE_INTERVAL,
     },
     "purge-idempotency-records": {
         "task": "controlplane.purge_idempotency_records",

@@ -61,3 +61,12 @@ def relay_outbox() -> int:
     if redelivered:
         logger.info("outbox: %s event deliveries sent again", redelivered)
     return published
+
+
+@shared_task(name="controlplane.purge_outbox")
+def purge_outbox() -> int:
+    """Delete outbox and inbox rows older than OUTBOX_RETENTION_SECONDS."""
+    purged = outbox.purge_old_events()
+    if purged:
+        logger.info("purged %s outbox and inbox rows", purged)
+    return purged

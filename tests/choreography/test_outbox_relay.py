@@ -139,3 +139,25 @@ def test_summary_counts_per_service() -> None:
     assert rows["payment"]["pending"] == 0
     assert rows["payment"]["oldest_unsent_age_seconds"] is None
     assert list(rows) == ["order", "inventory", "payment", "shipping", "sagas"]
+
+
+def test_purge_keeps_unsent_and_recent() -> None:
+    now = timezone.now()
+    retention = timedelta(seconds=settings.OUTBOX_RETENTION_SECONDS)
+    old = now - retention - timedelta(seconds=1)
+    expired = stored_event(status=OutboxEvent.Status.SENT, created_at=old, sent_at=old)
+    unsent = stored_event(created_at=old)
+    recent = stored_event(status=OutboxEvent.Status.SENT, sent_at=now)
+    inbox = InboxEvent.objects.create(
+        consumer="sagas",
+        event_id=expired.event_id,
+        event_type=expired.event_type,
+        correlation_id=expired.correlation_id,
+    )
+    InboxEvent.objects.filter(pk=inbox.pk).update(received_at=old)
+
+    assert outbox.purge_old_events(now) == 2
+
+    remaining = set(OutboxEvent.objects.values_list("pk", flat=True))
+    assert remaining == {unsent.pk, recent.pk}
+    assert not InboxEvent.objects.exists()
