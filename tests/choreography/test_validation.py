@@ -116,3 +116,23 @@ def test_choreographed_run_not_cancellable(operator_client: Any) -> None:
 
     assert response.status_code == 409
     assert "orchestrated" in response.json()["detail"]
+
+
+def test_checkout_invalid_quantity_rejected(client: Any) -> None:
+    body = {
+        "reference": "r-1",
+        "customer_id": "c-1",
+        "product_id": "sku-1",
+        "quantity": 0,
+        "amount": "1.00",
+    }
+
+    response = client.post(
+        "/demo/order/checkouts/", body, content_type="application/json"
+    )
+
+    assert response.status_code == 400
+    error = field_errors(response)["quantity"]
+    assert error["code"] == "min_value"
+    assert error["value"] == 0
+    assert not OutboxEvent.objects.exists()
