@@ -112,6 +112,8 @@ def _publish_once(event: OutboxEvent) -> int:
     try:
         publish(event, subscribers_of(event.event_type))
     except Exception as exc:  # the broker's error type depends on the transport
+        # NOTE: no test reaches this branch yet, because it needs a broker
+        # that fails on publish. It is untested until one stops the broker.
         OutboxEvent.objects.filter(pk=event.pk).exclude(
             status=OutboxEvent.Status.SENT
         ).update(
