@@ -1,4 +1,4 @@
-"""Dashboard pages of the project: idempotency records and traces."""
+"""Dashboard pages of the project: idempotency records, traces, the outbox."""
 
 from datetime import datetime
 from typing import Any
@@ -9,8 +9,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from rest_framework.exceptions import ValidationError
 
+from controlplane import outbox
 from controlplane.idempotency_api import filter_records
-from controlplane.models import DownstreamKey, IdempotencyRecord
+from controlplane.models import DownstreamKey, IdempotencyRecord, OutboxEvent
 from controlplane.traces_api import parse_trace_id, trace_document
 
 RECORDS_PER_PAGE = 25
@@ -132,3 +133,18 @@ def trace_rows(roots: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+# Unsent events shown on the outbox page: the oldest ones.
+OLDEST_UNSENT_SHOWN = 20
+
+
+@login_required
+def outbox_page(request: HttpRequest) -> HttpResponse:
+    """Show each service's outbox and inbox figures and the oldest unsent events."""
+    unsent = OutboxEvent.objects.exclude(status=OutboxEvent.Status.SENT).order_by("id")
+    context = {
+        "services": outbox.summary(),
+        "unsent": unsent[:OLDEST_UNSENT_SHOWN],
+    }
+    return render(request, "controlplane/outbox.html", context)

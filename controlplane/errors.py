@@ -128,6 +128,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, exceptions.ValidationError):
         request = context.get("request")
         data = getattr(request, "data", None) if request is not None else None
+        if request is not None and request.method in ("GET", "HEAD"):
+            # A list's filters come from the query string, not the body.
+            data = request.query_params.dict()
         errors = _flatten(exc.detail, [], data)
         detail = "; ".join(f"{e['field'] or 'request'}: {e['message']}" for e in errors)
         return problem(

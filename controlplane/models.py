@@ -134,3 +134,74 @@ class Span(models.Model):
 
     def __str__(self) -> str:
         return f"{self.trace_id}/{self.span_id} {self.name}"
+
+
+class OutboxEvent(models.Model):
+    """A domain event, stored in the transaction of the change it reports.
+
+    The relay (``controlplane.outbox``) publishes unsent rows to the broker
+    and marks them sent. ``failed`` means the last publish attempt raised;
+    the relay tries such a row again on each pass, like a pending one.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SENT = "sent"
+        FAILED = "failed"
+
+    event_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
+    service = models.CharField(max_length=32)
+    event_type = models.CharField(max_length=64)
+    # The saga run id: every event of one run carries it.
+    correlation_id = models.CharField(max_length=64, db_index=True)
+    payload = models.JSONField(default=dict)
+    # W3C trace context of the span that wrote the event.
+    traceparent = models.CharField(max_length=55, blank=True)
+    status = models.CharField(
+        max_length=8, choices=Status.choices, default=Status.PENDING
+    )
+    publish_attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField()
+    sent_at = models.DateTimeField(null=True, blank=True)
+    # When the relay last published it again to a subscriber whose inbox
+    # still lacked it.
+    redelivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(fields=["status", "id"]),
+            models.Index(fields=["service", "status"]),
+            models.Index(fields=["sent_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.service} {self.event_type} {self.correlation_id}"
+
+
+class InboxEvent(models.Model):
+    """An event that one consumer handled, written with the change it made.
+
+    The unique (consumer, event_id) pair makes a redelivered event a no-op;
+    ``duplicates`` counts the deliveries that found the row already there.
+    """
+
+    consumer = models.CharField(max_length=32)
+    event_id = models.UUIDField()
+    event_type = models.CharField(max_length=64)
+    correlation_id = models.CharField(max_length=64)
+    received_at = models.DateTimeField(auto_now_add=True)
+    duplicates = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["consumer", "event_id"], name="inbox_event_once_per_consumer"
+            )
+        ]
+        indexes = [models.Index(fields=["event_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.consumer} {self.event_type} {self.event_id}"

@@ -1,4 +1,4 @@
-"""Demo data: the demo operator, the demo service targets and the order saga.
+"""Demo data: the demo operator, the demo service targets and the order sagas.
 
 Seeding is idempotent: it creates what is missing and brings the targets'
 base URLs and the order saga up to date, so `make run` can call it on every
@@ -14,7 +14,7 @@ from django.db import transaction
 
 from demo.services import seed_demo_data
 from resilience.models import Policy, Target
-from sagas.definitions import ORDER_SAGA
+from sagas.definitions import ORDER_CHOREOGRAPHY_SAGA, ORDER_SAGA
 from sagas.models import SagaDefinition
 
 logger = logging.getLogger(__name__)
@@ -75,15 +75,22 @@ def seed(base_url: str | None = None) -> None:
         )
         Policy.objects.get_or_create(target=target, defaults={"config": DEMO_POLICY})
 
-    fields = {key: ORDER_SAGA[key] for key in ("description", "input_schema", "steps")}
+    for saga in (ORDER_SAGA, ORDER_CHOREOGRAPHY_SAGA):
+        _seed_saga(saga)
+
+    seed_demo_data()
+    logger.info("seeded demo data for %s", base_url)
+
+
+def _seed_saga(saga: dict[str, Any]) -> None:
+    """Create a seeded saga, or bring it up to date with a new version."""
+    fields = {key: saga[key] for key in ("description", "input_schema", "steps")}
+    fields["kind"] = saga.get("kind", SagaDefinition.Kind.ORCHESTRATED)
     definition, created = SagaDefinition.objects.get_or_create(
-        name=ORDER_SAGA["name"], defaults=fields
+        name=saga["name"], defaults=fields
     )
     if not created and any(getattr(definition, k) != v for k, v in fields.items()):
         for key, value in fields.items():
             setattr(definition, key, value)
         definition.version += 1
         definition.save()
-
-    seed_demo_data()
-    logger.info("seeded demo data for %s", base_url)

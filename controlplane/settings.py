@@ -286,6 +286,30 @@ SPAN_PURGE_INTERVAL = float(os.environ.get("SPAN_PURGE_INTERVAL", "3600"))
 # true, so the endpoint cannot be used to send requests to other hosts.
 TRACECONTEXT_ALLOW_ANY_HOST = _env_bool("TRACECONTEXT_ALLOW_ANY_HOST", False)
 
+# Transactional outbox (see controlplane.outbox and docs/choreography.md).
+# Seconds between two relay passes of beat; each commit that writes an
+# event also asks for a pass at once.
+OUTBOX_RELAY_INTERVAL = float(os.environ.get("OUTBOX_RELAY_INTERVAL", "2"))
+# Seconds after which the relay lock of a killed relay expires.
+OUTBOX_RELAY_LOCK_SECONDS = int(os.environ.get("OUTBOX_RELAY_LOCK_SECONDS", "10"))
+# Seconds after its publish that an event a subscriber has not consumed is
+# published to that subscriber again.
+OUTBOX_REDELIVER_AFTER_SECONDS = float(
+    os.environ.get("OUTBOX_REDELIVER_AFTER_SECONDS", "30")
+)
+# A file whose existence makes the relay exit before its next publish, for
+# crash tests; empty turns the check off.
+OUTBOX_RELAY_CRASH_FILE = os.environ.get("OUTBOX_RELAY_CRASH_FILE", "")
+# Seconds sent outbox rows and inbox rows are kept; a periodic task deletes
+# older ones. It must exceed the run deadline below, or a redelivery could
+# find its inbox row gone and apply the event again.
+OUTBOX_RETENTION_SECONDS = int(os.environ.get("OUTBOX_RETENTION_SECONDS", "604800"))
+# Seconds a choreographed run may stay pending, running or compensating;
+# after that it ends compensation_failed and needs an operator.
+CHOREOGRAPHY_RUN_DEADLINE_SECONDS = float(
+    os.environ.get("CHOREOGRAPHY_RUN_DEADLINE_SECONDS", "300")
+)
+
 # Periodic tasks run by Celery beat.
 SAGA_SWEEP_INTERVAL = float(os.environ.get("SAGA_SWEEP_INTERVAL", "5"))
 CELERY_BEAT_SCHEDULE = {
@@ -296,6 +320,18 @@ CELERY_BEAT_SCHEDULE = {
     "resume-stalled-runs": {
         "task": "sagas.resume_stalled_runs",
         "schedule": SAGA_SWEEP_INTERVAL,
+    },
+    "relay-outbox": {
+        "task": "controlplane.relay_outbox",
+        "schedule": OUTBOX_RELAY_INTERVAL,
+    },
+    "sweep-choreographed-runs": {
+        "task": "sagas.sweep_choreographed_runs",
+        "schedule": SAGA_SWEEP_INTERVAL,
+    },
+    "purge-outbox": {
+        "task": "controlplane.purge_outbox",
+        "schedule": SPAN_PURGE_INTERVAL,
     },
     "purge-idempotency-records": {
         "task": "controlplane.purge_idempotency_records",

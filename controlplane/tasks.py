@@ -6,7 +6,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from controlplane import spans
+from controlplane import outbox, spans
 from controlplane.models import IdempotencyRecord
 
 logger = logging.getLogger(__name__)
@@ -51,4 +51,22 @@ def purge_spans() -> int:
             purged,
             settings.SPAN_RETENTION_SECONDS,
         )
+    return purged
+
+
+@shared_task(name="controlplane.relay_outbox", acks_late=False)
+def relay_outbox() -> int:
+    """Publish unsent outbox events, then redeliver unconsumed ones."""
+    published, redelivered = outbox.relay()
+    if redelivered:
+        logger.info("outbox: %s event deliveries sent again", redelivered)
+    return published
+
+
+@shared_task(name="controlplane.purge_outbox")
+def purge_outbox() -> int:
+    """Delete outbox and inbox rows older than OUTBOX_RETENTION_SECONDS."""
+    purged = outbox.purge_old_events()
+    if purged:
+        logger.info("purged %s outbox and inbox rows", purged)
     return purged

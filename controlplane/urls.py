@@ -5,7 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
-from controlplane import dashboard, views
+from controlplane import dashboard, outbox_api, views
 from controlplane.idempotency_api import IdempotencyRecordViewSet
 from controlplane.metrics import metrics_view
 from controlplane.traceforward import tracecontext_forward
@@ -29,6 +29,17 @@ api_patterns = [
     *resilience_urls.api_urlpatterns,
     *demo_urls.api_urlpatterns,
     path("traces/<str:trace_id>/", TraceView.as_view(), name="api-trace"),
+    path("outbox/", outbox_api.OutboxSummaryView.as_view(), name="api-outbox"),
+    path(
+        "outbox/events/",
+        outbox_api.OutboxEventListView.as_view(),
+        name="api-outbox-events",
+    ),
+    path(
+        "outbox/events/<uuid:event_id>/redeliver/",
+        outbox_api.OutboxEventRedeliverView.as_view(),
+        name="api-outbox-event-redeliver",
+    ),
     *router.urls,
 ]
 
@@ -41,6 +52,7 @@ urlpatterns = [
     path("healthz/", views.healthz, name="healthz"),
     path("idempotency/", dashboard.idempotency_records, name="idempotency-records"),
     path("traces/<str:trace_id>/", dashboard.trace_detail, name="trace-detail"),
+    path("outbox/", dashboard.outbox_page, name="outbox"),
     path("metrics", metrics_view, name="metrics"),
     path("api/", include(api_patterns)),
     path("demo/tracecontext/", tracecontext_forward, name="demo-tracecontext-forward"),

@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Sum
 
-from demo import faults
+from controlplane import outbox
+from demo import events, faults
 from demo.models import (
     SERVICES,
     AppliedEffect,
@@ -192,6 +193,22 @@ def create_order(
         amount=amount,
     )
     _record_effect("order", reference, "create")
+    return order
+
+
+@transaction.atomic
+def place_order(
+    reference: str, customer_id: str, product_id: str, quantity: int, amount: Decimal
+) -> Order:
+    """Create an order and publish OrderCreated, which starts the choreography."""
+    order = create_order(reference, customer_id, product_id, quantity, amount)
+    payload = {
+        "customer_id": customer_id,
+        "product_id": product_id,
+        "quantity": quantity,
+        "amount": str(amount),
+    }
+    outbox.emit("order", events.ORDER_CREATED, reference, payload)
     return order
 
 

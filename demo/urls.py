@@ -30,6 +30,15 @@ service_urlpatterns = [
         name="demo-order-create",
     ),
     path(
+        "order/checkouts/",
+        views.ActionView.as_view(
+            service="order",
+            input_serializer=serializers.CreateOrderSerializer,
+            operation=services.place_order,
+        ),
+        name="demo-order-checkout",
+    ),
+    path(
         "order/orders/<str:reference>/",
         views.RecordView.as_view(service="order"),
         name="demo-order",

@@ -6,7 +6,13 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from sagas.models import RunStatus, RunStatusChange, SagaRun, StepStatus
+from sagas.models import (
+    RunStatus,
+    RunStatusChange,
+    SagaDefinition,
+    SagaRun,
+    StepStatus,
+)
 from sagas.services import (
     enqueue_compensation,
     enqueue_step,
@@ -27,6 +33,7 @@ def cancel(run: SagaRun, user: Any) -> None:
     A step that is running when the cancel arrives finishes first; its
     worker sees the run compensating and undoes it with the others.
     """
+    _require_orchestrated(run, "cancelled")
     moved = transition_run(
         run.pk,
         [RunStatus.PENDING, RunStatus.RUNNING, RunStatus.PAUSED],
@@ -45,6 +52,7 @@ def cancel(run: SagaRun, user: Any) -> None:
 
 def retry(run: SagaRun, user: Any) -> None:
     """Retry a paused run's failed step, or compensations that failed."""
+    _require_orchestrated(run, "retried")
     if _status(run) == RunStatus.PAUSED:
         _retry_failed_step(run, user)
         return
@@ -130,6 +138,16 @@ def resolve(run: SagaRun, user: Any, note: str) -> None:
             reason=f"resolved by {user}: {note}",
         )
     logger.info("run=%s resolved by %s", run.pk, user)
+
+
+def _require_orchestrated(run: SagaRun, verb: str) -> None:
+    # A choreographed run has no steps for the orchestrator to undo: its
+    # services compensate by their events, and an operator resolves it.
+    if run.definition.kind != SagaDefinition.Kind.ORCHESTRATED:
+        raise ActionNotAllowed(
+            f"Only an orchestrated run can be {verb}; this one is a "
+            f"{run.definition.kind} run, whose services act on their events."
+        )
 
 
 def _status(run: SagaRun) -> str:

@@ -78,7 +78,7 @@ class SagaRunViewSet(
         queryset = super().get_queryset()
         if self.action == "retrieve":
             queryset = queryset.prefetch_related(
-                "steps__tries", "steps__status_changes", "status_changes"
+                "steps__tries", "steps__status_changes", "status_changes", "events"
             )
         filters = RunFilterSerializer(data=self.request.query_params)
         filters.is_valid(raise_exception=True)

@@ -345,3 +345,18 @@ ORDER_SAGA: dict[str, Any] = {
         },
     ],
 }
+
+
+# The same order as a choreography: no steps, the services react to each
+# other's events (see demo.events) and the run is assembled from them.
+ORDER_CHOREOGRAPHY_SAGA: dict[str, Any] = {
+    "name": "order-choreography",
+    "kind": "choreography",
+    "description": (
+        "Place an order; inventory, payment, shipping and order then react to "
+        "each other's events through their outboxes, and a failure event "
+        "makes them release, refund and cancel."
+    ),
+    "input_schema": ORDER_SAGA["input_schema"],
+    "steps": [],
+}

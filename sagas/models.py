@@ -284,3 +284,29 @@ class StepStatusChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.from_status or '-'} -> {self.to_status}"
+
+
+class RunEvent(models.Model):
+    """A domain event of a choreographed run, as its tracker received it."""
+
+    run = models.ForeignKey(SagaRun, on_delete=models.CASCADE, related_name="events")
+    event_id = models.UUIDField(unique=True)
+    event_type = models.CharField(max_length=64)
+    service = models.CharField(max_length=32)
+    payload = models.JSONField(default=dict)
+    traceparent = models.CharField(max_length=55, blank=True)
+    # When the service wrote the event into its outbox.
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["occurred_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} {self.service} {self.event_type}"
+
+    @property
+    def span_id(self) -> str:
+        """Return the id of the span that wrote the event, or ""."""
+        parts = self.traceparent.split("-")
+        return parts[2] if len(parts) == 4 else ""

@@ -9,6 +9,7 @@ from rest_framework import serializers
 from controlplane.api import RejectUnknownFieldsMixin
 from sagas.definitions import FIELD_TYPES, validate_steps
 from sagas.models import (
+    RunEvent,
     RunStatus,
     RunStatusChange,
     SagaDefinition,
@@ -36,6 +37,17 @@ class SagaDefinitionSerializer(RejectUnknownFieldsMixin, serializers.ModelSerial
         read_only_fields = ["version", "created_at", "updated_at"]
 
     def validate_steps(self, value: Any) -> Any:
+        kind = self.initial_data.get("kind") or getattr(
+            self.instance, "kind", SagaDefinition.Kind.ORCHESTRATED
+        )
+        if kind == SagaDefinition.Kind.CHOREOGRAPHY:
+            if value != []:
+                raise serializers.ValidationError(
+                    "A choreography saga has no steps: its services react to "
+                    f"each other's events. Must be [], got {value!r}."[:500],
+                    code="steps_not_allowed",
+                )
+            return value
         problems = validate_steps(value)
         if problems:
             raise serializers.ValidationError(problems, code="invalid_step")
@@ -129,6 +141,23 @@ class StepRunSerializer(serializers.ModelSerializer):
         return step.lease_expires_at
 
 
+class RunEventSerializer(serializers.ModelSerializer):
+    span_id = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = RunEvent
+        fields = [
+            "event_id",
+            "event_type",
+            "service",
+            "occurred_at",
+            "received_at",
+            "payload",
+            "traceparent",
+            "span_id",
+        ]
+
+
 class RunStatusChangeSerializer(serializers.ModelSerializer):
     class Meta:
         model = RunStatusChange
@@ -141,6 +170,8 @@ class SagaRunSerializer(serializers.ModelSerializer):
     history = RunStatusChangeSerializer(
         source="status_changes", many=True, read_only=True
     )
+    kind = serializers.CharField(source="definition.kind", read_only=True)
+    events = RunEventSerializer(many=True, read_only=True)
 
     class Meta:
         model = SagaRun
@@ -157,6 +188,8 @@ class SagaRunSerializer(serializers.ModelSerializer):
             "trace_id",
             "steps",
             "history",
+            "kind",
+            "events",
         ]
 
 

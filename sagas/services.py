@@ -54,6 +54,10 @@ logger = logging.getLogger(__name__)
 def start_run(definition: SagaDefinition, data: Any, user: Any = None) -> SagaRun:
     """Validate the input, store a pending run and enqueue its first step."""
     cleaned = validate_input(definition.input_schema, data)
+    if definition.kind == SagaDefinition.Kind.CHOREOGRAPHY:
+        from sagas import choreography
+
+        return choreography.start_run(definition, cleaned, user)
     now = timezone.now()
 
     # The run span ends when this function returns; steps in the workers

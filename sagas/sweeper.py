@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from resilience.services import redis_client
 from sagas import leases
-from sagas.models import RunStatus, SagaRun, StepRun, StepStatus
+from sagas.models import RunStatus, SagaDefinition, SagaRun, StepRun, StepStatus
 from sagas.services import enqueue_compensation, enqueue_step, settle_idle_run
 
 logger = logging.getLogger(__name__)
@@ -26,6 +26,10 @@ logger = logging.getLogger(__name__)
 # commit time) is enqueued again once it is this old.
 PENDING_RESUME_AFTER = timedelta(seconds=30)
 
+
+# The sweeper resumes orchestrated runs only: a choreographed run has no
+# steps, and its events and deadline (sagas.choreography) move it instead.
+ORCHESTRATED = Q(definition__kind=SagaDefinition.Kind.ORCHESTRATED)
 
 # A run that only looks idle (its next message may still wait in the
 # queue) is resumed at most once per this many seconds.
@@ -46,7 +50,7 @@ def _queue_backlog() -> int:
         return 0
 
 
-def _first_resume(run_id: object) -> bool:
+def first_resume(run_id: object) -> bool:
     """Return True once per AMBIGUOUS_RESUME_INTERVAL for each run."""
     key = f"rcp:sweeper:resumed:{run_id}"
     try:
@@ -95,7 +99,7 @@ def _resume_expired_steps() -> int:
 def _resume_idle_running_runs() -> int:
     idle_since = timezone.now() - timedelta(seconds=settings.SAGA_LEASE_SECONDS)
     runs = (
-        SagaRun.objects.filter(status=RunStatus.RUNNING)
+        SagaRun.objects.filter(ORCHESTRATED, status=RunStatus.RUNNING)
         .exclude(steps__status__in=[StepStatus.RUNNING, StepStatus.WAITING])
         # A run whose worker died before it claimed step 0 has no finished
         # step, so its start time is used as the last finish.
@@ -104,7 +108,7 @@ def _resume_idle_running_runs() -> int:
     )
     resumed = 0
     for run in runs:
-        if not _first_resume(run.pk):
+        if not first_resume(run.pk):
             continue
         outcome = settle_idle_run(run)
         if outcome is not None:
@@ -120,13 +124,15 @@ def _resume_idle_compensations() -> int:
     )
     idle_since = timezone.now() - timedelta(seconds=settings.SAGA_LEASE_SECONDS)
     runs = (
-        SagaRun.objects.filter(status=RunStatus.COMPENSATING, updated_at__lt=idle_since)
+        SagaRun.objects.filter(
+            ORCHESTRATED, status=RunStatus.COMPENSATING, updated_at__lt=idle_since
+        )
         .exclude(busy)
         .values_list("pk", flat=True)
     )
     resumed = 0
     for run_id in runs:
-        if not _first_resume(run_id):
+        if not first_resume(run_id):
             continue
         logger.warning("run=%s compensation idle; resuming", run_id)
         enqueue_compensation(run_id)
@@ -136,12 +142,13 @@ def _resume_idle_compensations() -> int:
 
 def _resume_lost_pending_runs() -> int:
     lost = SagaRun.objects.filter(
+        ORCHESTRATED,
         status=RunStatus.PENDING,
         created_at__lt=timezone.now() - PENDING_RESUME_AFTER,
     ).values_list("pk", flat=True)
     resumed = 0
     for run_id in lost:
-        if not _first_resume(run_id):
+        if not first_resume(run_id):
             continue
         logger.warning("run=%s still pending; enqueueing its first step", run_id)
         enqueue_step(run_id, 0)

@@ -7,10 +7,12 @@ compare-and-set, and each downstream request carries a stable
 ``Idempotency-Key``.
 """
 
-from celery import shared_task
+from typing import Any
 
-from controlplane import tracing
-from sagas import services, sweeper
+from celery import Task, shared_task
+
+from controlplane import outbox, tracing
+from sagas import choreography, services, sweeper
 
 
 @shared_task(name="sagas.execute_step", acks_late=True, reject_on_worker_lost=True)
@@ -28,3 +30,32 @@ def compensate_next(run_id: str) -> None:
 @shared_task(name="sagas.resume_stalled_runs")
 def resume_stalled_runs() -> int:
     return sweeper.resume_stalled_runs()
+
+
+@shared_task(
+    name="sagas.start_choreographed_run",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+)
+def start_choreographed_run(self: Task, run_id: str) -> None:
+    with tracing.run_logging_context(run_id):
+        try:
+            choreography.place_order(run_id)
+        except choreography.StartPending as exc:
+            raise self.retry(
+                exc=exc, countdown=choreography.START_RETRY_SECONDS, max_retries=None
+            ) from exc
+
+
+@shared_task(name="sagas.record_event", acks_late=True, reject_on_worker_lost=True)
+def record_event(subscriber: str, message: dict[str, Any]) -> None:
+    with outbox.consume_span(subscriber, message):
+        choreography.record_event(message)
+
+
+@shared_task(name="sagas.sweep_choreographed_runs")
+def sweep_choreographed_runs() -> int:
+    """Resume lost starts and end overdue runs; return how many runs ended."""
+    choreography.resume_pending_runs()
+    return choreography.expire_overdue_runs()

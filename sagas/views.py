@@ -85,8 +85,29 @@ def run_detail(request: HttpRequest, run_id: Any) -> HttpResponse:
         "input_json": json.dumps(run.input, indent=2, sort_keys=True),
         "is_operator": is_operator(request.user),
         "timeline": timeline(list(steps)),
+        "lanes": EVENT_LANES,
+        "event_rows": event_rows(run),
     }
     return render(request, "sagas/run_detail.html", context)
+
+
+# Columns of a choreographed run's sequence of events, one per service.
+EVENT_LANES = ("order", "inventory", "payment", "shipping")
+
+
+def event_rows(run: SagaRun) -> list[dict[str, Any]]:
+    """Return the run's events in order, each with its lane's column index."""
+    rows = []
+    for event in run.events.all():
+        lane = EVENT_LANES.index(event.service) if event.service in EVENT_LANES else 0
+        rows.append(
+            {
+                "event": event,
+                "cells": [index == lane for index in range(len(EVENT_LANES))],
+                "failure": event.event_type.endswith(("Failed", "Cancelled")),
+            }
+        )
+    return rows
 
 
 def _milliseconds(duration: timedelta | None) -> int | None:

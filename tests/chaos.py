@@ -1,6 +1,8 @@
 """Chaos run: many order sagas under injected faults and killed workers.
 
-``python -m tests.chaos --runs 100 --workers 3`` (``make chaos``):
+``python -m tests.chaos --runs 100 --workers 3`` (``make chaos``); ``--mode
+choreography`` runs the choreographed order saga instead of the orchestrated
+one, with the same faults, kills and checks:
 
 1. Start an isolated control plane. Its database is a fresh SQLite file in
    a temporary data folder, or a PostgreSQL database of its own when
@@ -72,6 +74,9 @@ RECORDS = {
     "shipping": ("shipments", "scheduled", {None, "cancelled"}),
 }
 
+# The saga each --mode starts.
+SAGAS = {"orchestrated": "order", "choreography": "order-choreography"}
+
 # Runs per page of GET /api/runs/, the API's maximum.
 PAGE_SIZE = 500
 
@@ -95,6 +100,7 @@ class ChaosOptions:
     lease_seconds: float = 3.0
     sweep_interval: float = 1.0
     seed: int | None = None
+    mode: str = "orchestrated"
 
 
 @dataclass
@@ -294,8 +300,9 @@ def _scratch_dir() -> Path:
 class ApiClient:
     """The cluster's REST API, logged in as the demo operator."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, saga: str = "order") -> None:
         self.base_url = base_url
+        self.saga = saga
         self.session = requests.Session()
         response = self.session.post(
             f"{base_url}/api/auth/token/",
@@ -317,14 +324,14 @@ class ApiClient:
         response.raise_for_status()
 
     def start_run(self, data: dict[str, Any]) -> str:
-        """Start an order saga and return its id, retrying with the same key."""
+        """Start a run of the saga and return its id, retrying with the same key."""
         key = str(uuid.uuid4())
         error = ""
         for _ in range(START_ATTEMPTS):
             try:
                 response = self.session.post(
                     f"{self.base_url}/api/runs/",
-                    json={"saga": "order", "input": data},
+                    json={"saga": self.saga, "input": data},
                     headers={"Idempotency-Key": key},
                     timeout=15,
                 )
@@ -367,7 +374,7 @@ class Chaos:
         self.cluster = cluster
         self.options = options
         self.rng = rng
-        self.api = ApiClient(cluster.base_url)
+        self.api = ApiClient(cluster.base_url, SAGAS[options.mode])
         self.run_ids: list[str] = []
         self.kills = 0
         self.faults_on = False
@@ -484,7 +491,11 @@ def describe_run(api: ApiClient, run_id: str) -> str:
         for s in run.get("steps", [])
     )
     history = " > ".join(h["to_status"] for h in run.get("history", []))
-    return f"run {run_id} {run.get('status')}: {steps} | history: {history}"
+    events = " > ".join(e["event_type"] for e in run.get("events", []))
+    return (
+        f"run {run_id} {run.get('status')}: {steps} | history: {history}"
+        f" | events: {events}"
+    )
 
 
 def evaluate(chaos: Chaos, statuses: dict[str, str], report: ChaosReport) -> None:
@@ -522,6 +533,9 @@ def run_chaos(options: ChaosOptions, redis_url: str) -> ChaosReport:
     extra_env = {
         "SAGA_LEASE_SECONDS": str(options.lease_seconds),
         "SAGA_SWEEP_INTERVAL": str(options.sweep_interval),
+        # A killed worker's event deliveries are sent again after 10 s
+        # rather than the default 30 s, like the short leases above.
+        "OUTBOX_REDELIVER_AFTER_SECONDS": "10",
     }
     with isolated_cluster(
         redis_url, options.concurrency, options.workers, extra_env
@@ -589,6 +603,12 @@ def parse_args(argv: list[str] | None) -> tuple[ChaosOptions, int | None]:
         "--seed", type=int, help="random seed of the inputs, faults and kill times"
     )
     parser.add_argument(
+        "--mode",
+        choices=list(SAGAS),
+        default=defaults.mode,
+        help="kind of saga to run: order (orchestrated) or order-choreography",
+    )
+    parser.add_argument(
         "--redis-db",
         type=int,
         help="Redis database number to use and flush (default: REDIS_URL's + 2)",
@@ -606,6 +626,7 @@ def parse_args(argv: list[str] | None) -> tuple[ChaosOptions, int | None]:
         min_kills=args.min_kills,
         drain_timeout=args.drain_timeout,
         seed=args.seed,
+        mode=args.mode,
     )
     return options, args.redis_db
 

@@ -24,6 +24,7 @@ import requests
 from controlplane.launcher import BASE_DIR, free_port
 
 TERMINAL = {"completed", "compensated", "compensation_failed"}
+RELAY_CRASH_FILE = "crash-relay-before-publish"
 
 
 def redis_url_with_db(url: str, database: int) -> str:
@@ -67,6 +68,15 @@ class Stack:
     def pid(self, name: str) -> int:
         """Return the pid of a child of the launcher: web, worker or beat."""
         return int((self.data_dir / "pids" / f"{name}.pid").read_text())
+
+    def arm_relay_crash(self) -> Path:
+        """Make the outbox relay exit before its next publish; return the file.
+
+        The relay deletes the file as it exits, so it crashes once.
+        """
+        path = self.data_dir / RELAY_CRASH_FILE
+        path.touch()
+        return path
 
     def service_state(self, service: str) -> dict[str, Any]:
         response = requests.get(self.url(f"/demo/{service}/state/"), timeout=10)
@@ -143,6 +153,9 @@ def running_stack(tmp_dir: Path, redis_url: str) -> Iterator[Stack]:
             # seconds rather than the production defaults' 15 s.
             "SAGA_LEASE_SECONDS": "3",
             "SAGA_SWEEP_INTERVAL": "1",
+            # Creating this file makes the outbox relay exit before its next
+            # publish (see Stack.arm_relay_crash).
+            "OUTBOX_RELAY_CRASH_FILE": str(tmp_dir / RELAY_CRASH_FILE),
         }
         if database_url:
             env["DATABASE_URL"] = database_url

@@ -17,10 +17,12 @@ PAGES = [
     "/runs/",
     "/runs/start/",
     "/runs/start/?saga=order",
+    "/runs/start/?saga=order-choreography",
     "/breakers/",
     "/bulkheads/",
     "/faults/",
     "/idempotency/",
+    "/outbox/",
 ]
 
 

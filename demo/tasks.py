@@ -1,0 +1,21 @@
+"""Celery task that delivers an event to a demo service's consumer."""
+
+from typing import Any
+
+from celery import Task, shared_task
+
+from demo import consumers
+
+
+@shared_task(
+    name="demo.consume_event",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+)
+def consume_event(self: Task, consumer: str, message: dict[str, Any]) -> None:
+    attempt = self.request.retries + 1
+    try:
+        consumers.consume(consumer, message, attempt)
+    except consumers.RetryLater as exc:
+        raise self.retry(exc=exc, countdown=exc.countdown, max_retries=None) from exc

@@ -1,0 +1,138 @@
+"""Invalid input to the choreography and outbox endpoints gets a 4xx naming it."""
+
+import uuid
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from controlplane.models import OutboxEvent
+from controlplane.seed import seed
+from sagas.models import SagaDefinition, SagaRun
+
+pytestmark = pytest.mark.django_db
+
+INPUT_SCHEMA = [{"name": "customer_id", "type": "string"}]
+
+
+def field_errors(response: Any) -> dict[str, dict[str, Any]]:
+    assert response["Content-Type"].startswith("application/problem+json")
+    return {error["field"]: error for error in response.json()["errors"]}
+
+
+def test_choreography_with_steps_rejected(operator_client: Any) -> None:
+    steps = [
+        {"name": "a", "target": "order", "action": {"method": "POST", "path": "/"}}
+    ]
+    response = operator_client.post(
+        "/api/sagas/",
+        {
+            "name": "choreo",
+            "kind": "choreography",
+            "input_schema": INPUT_SCHEMA,
+            "steps": steps,
+        },
+        format="json",
+        HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()),
+    )
+
+    assert response.status_code == 400
+    error = field_errors(response)["steps"]
+    assert error["code"] == "steps_not_allowed"
+    assert "Must be []" in error["message"]
+    assert "'name': 'a'" in error["message"]
+
+
+def test_choreography_without_steps_accepted(operator_client: Any) -> None:
+    response = operator_client.post(
+        "/api/sagas/",
+        {
+            "name": "choreo",
+            "kind": "choreography",
+            "input_schema": INPUT_SCHEMA,
+            "steps": [],
+        },
+        format="json",
+        HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()),
+    )
+
+    assert response.status_code == 201, response.json()
+    assert response.json()["kind"] == "choreography"
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "value"),
+    [
+        ({"status": "lost"}, "status", "lost"),
+        ({"service": "billing"}, "service", "billing"),
+        ({"correlation_id": "x" * 65}, "correlation_id", "x" * 65),
+        ({"colour": "red"}, "colour", "red"),
+    ],
+)
+def test_outbox_filter_rejected(
+    reader_client: Any, params: dict[str, str], field: str, value: str
+) -> None:
+    response = reader_client.get("/api/outbox/events/", params)
+
+    assert response.status_code == 400
+    error = field_errors(response)[field]
+    assert error["value"] == value
+
+
+def test_redeliver_unknown_event_not_found(operator_client: Any) -> None:
+    response = operator_client.post(f"/api/outbox/events/{uuid.uuid4()}/redeliver/")
+
+    assert response.status_code == 404
+
+
+def test_redeliver_unsent_event_conflicts(operator_client: Any) -> None:
+    event = OutboxEvent.objects.create(
+        service="order",
+        event_type="OrderCreated",
+        correlation_id="r-1",
+        created_at=timezone.now(),
+    )
+
+    response = operator_client.post(f"/api/outbox/events/{event.event_id}/redeliver/")
+
+    assert response.status_code == 409
+    assert "pending" in response.json()["detail"]
+
+
+def test_redeliver_needs_operator(reader_client: Any) -> None:
+    response = reader_client.post(f"/api/outbox/events/{uuid.uuid4()}/redeliver/")
+
+    assert response.status_code == 403
+
+
+def test_choreographed_run_not_cancellable(operator_client: Any) -> None:
+    seed("http://127.0.0.1:9")
+    definition = SagaDefinition.objects.get(name="order-choreography")
+    run = SagaRun.objects.create(definition=definition, input={})
+
+    response = operator_client.post(
+        f"/api/runs/{run.pk}/cancel/", HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4())
+    )
+
+    assert response.status_code == 409
+    assert "orchestrated" in response.json()["detail"]
+
+
+def test_checkout_invalid_quantity_rejected(client: Any) -> None:
+    body = {
+        "reference": "r-1",
+        "customer_id": "c-1",
+        "product_id": "sku-1",
+        "quantity": 0,
+        "amount": "1.00",
+    }
+
+    response = client.post(
+        "/demo/order/checkouts/", body, content_type="application/json"
+    )
+
+    assert response.status_code == 400
+    error = field_errors(response)["quantity"]
+    assert error["code"] == "min_value"
+    assert error["value"] == 0
+    assert not OutboxEvent.objects.exists()
