@@ -13,6 +13,7 @@ from django.contrib.auth.models import Group, User
 from django.db import transaction
 
 from demo.services import seed_demo_data
+from resilience import policies
 from resilience.models import Policy, Target
 from sagas.definitions import ORDER_CHOREOGRAPHY_SAGA, ORDER_SAGA
 from sagas.models import SagaDefinition
@@ -73,7 +74,10 @@ def seed(base_url: str | None = None) -> None:
                 "description": f"Demo {service} service",
             },
         )
-        Policy.objects.get_or_create(target=target, defaults={"config": DEMO_POLICY})
+        if not Policy.objects.filter(target=target).exists():
+            # Through the same path as the API, so version 1 has its history
+            # row and audit entry like every later version.
+            policies.save_policy(target, policies.normalize(DEMO_POLICY), None)
 
     for saga in (ORDER_SAGA, ORDER_CHOREOGRAPHY_SAGA):
         _seed_saga(saga)
