@@ -133,11 +133,14 @@ def test_compensation_sits_under_run(stack: Stack) -> None:
     assert run["trace_id"] == trace_id
 
     def compensated(spans: list[dict[str, Any]]) -> bool:
-        # Each worker process exports on its own schedule, so the failed
-        # step's span may be stored after the compensations.
+        # Each process exports on its own schedule, so the run's span (from
+        # the web server) and the failed step's span may be stored after
+        # the compensations.
         failed = [s for s in spans if s["name"] == "saga.step charge_payment"]
-        return len(names(spans, "saga.compensation ")) >= 2 and any(
-            c["name"] == "saga.attempt" for s in failed for c in s["children"]
+        return (
+            len(names(spans, "saga.compensation ")) >= 2
+            and any(s["name"] == "saga.run order" for s in spans)
+            and any(c["name"] == "saga.attempt" for s in failed for c in s["children"])
         )
 
     body = wait_for_trace(stack, trace_id, compensated)
