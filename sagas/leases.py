@@ -15,7 +15,9 @@ compensation rather than in an endless loop of redeliveries.
 
 import contextlib
 import logging
+import os
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -106,37 +108,71 @@ def live(status: str) -> Q:
     return Q(status=status, lease_expires_at__gte=timezone.now())
 
 
+class _Heartbeat:
+    """One thread per process that extends the leases of the steps it runs.
+
+    A thread per step would cost a thread start on every step, a large
+    share of a quick step's time. The lock is held for a whole pass, so
+    once ``release`` returns no pass renews that claim any more: a step
+    parked with a lease that ends at its wake-up time keeps that time.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.held: dict[int, tuple[int, StepRun]] = {}
+        self.pid: int | None = None
+
+    def hold(self, step: StepRun, token: int) -> None:
+        with self.lock:
+            if self.pid != os.getpid():
+                # First use in this process, or a fork's child: the parent's
+                # thread did not come along.
+                self.pid = os.getpid()
+                self.held.clear()
+                thread = threading.Thread(
+                    target=self._run, name="lease-heartbeat", daemon=True
+                )
+                thread.start()
+            self.held[step.pk] = (token, step)
+
+    def release(self, step: StepRun, token: int) -> None:
+        with self.lock:
+            if self.held.get(step.pk, (None,))[0] == token:
+                del self.held[step.pk]
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(settings.SAGA_LEASE_SECONDS / 3)
+            with self.lock:
+                try:
+                    self._renew_all()
+                except Exception:
+                    logger.exception("lease renewal failed")
+                    connection.close()
+
+    def _renew_all(self) -> None:
+        for pk, (token, step) in list(self.held.items()):
+            renewed = StepRun.objects.filter(pk=pk, lease_token=token).update(
+                lease_expires_at=timezone.now() + lease_duration()
+            )
+            if not renewed:
+                del self.held[pk]
+                logger.warning(
+                    "run=%s step=%s token=%s lease lost to a newer claim",
+                    step.run_id,
+                    step.name,
+                    token,
+                )
+
+
+_heartbeat = _Heartbeat()
+
+
 @contextlib.contextmanager
 def renewing(step: StepRun, token: int) -> Iterator[None]:
     """Extend the step's lease in the background while the block runs."""
-    stop = threading.Event()
-    interval = settings.SAGA_LEASE_SECONDS / 3
-
-    def renew() -> None:
-        try:
-            while not stop.wait(interval):
-                renewed = StepRun.objects.filter(pk=step.pk, lease_token=token).update(
-                    lease_expires_at=timezone.now() + lease_duration()
-                )
-                if not renewed:
-                    logger.warning(
-                        "run=%s step=%s token=%s lease lost to a newer claim",
-                        step.run_id,
-                        step.name,
-                        token,
-                    )
-                    return
-        except Exception:
-            logger.exception(
-                "run=%s step=%s lease renewal failed", step.run_id, step.name
-            )
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=renew, name=f"lease-{step.pk}", daemon=True)
-    thread.start()
+    _heartbeat.hold(step, token)
     try:
         yield
     finally:
-        stop.set()
-        thread.join()
+        _heartbeat.release(step, token)
