@@ -88,7 +88,7 @@ def claim(
         StepStatusChange.objects.create(
             step=step, from_status=previous, to_status=new_status, at=now, reason=reason
         )
-    # The row now holds what the UPDATE wrote; keep the instance the same.
+    # Match the instance to what the UPDATE wrote to the row.
     step.status = new_status
     step.lease_token += 1
     step.lease_expires_at = expires

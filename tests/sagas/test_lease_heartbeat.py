@@ -60,6 +60,6 @@ def test_newer_claim_stops_renewal(
     with leases.renewing(step, 4):
         StepRun.objects.filter(pk=step.pk).update(lease_token=5)
         assert eventually(lambda: "lease lost to a newer claim" in caplog.text)
-        taken = lease_of(step)
+        after_loss = lease_of(step)
         time.sleep(0.4)
-        assert lease_of(step) == taken
+        assert lease_of(step) == after_loss
