@@ -74,7 +74,7 @@ def claim(
         )
         return rows.update(**changes) == 1
 
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         previous = str(step.status)
         if not update(previous, step.lease_token):
             step.refresh_from_db()

@@ -156,7 +156,9 @@ def execute_step(run_id: Any, index: int) -> None:
     running, which the sweeper resumes.
 
     A message for a step that already succeeded (redelivered after its
-    worker was lost further on) moves on to the step after it.
+    worker was lost further on) moves on to the step after it. While time
+    is left, the next step is claimed in the transaction that stores the
+    previous step's result, which saves a transaction per step.
     """
     run = SagaRun.objects.filter(pk=run_id).first()
     if run is None:
@@ -165,19 +167,29 @@ def execute_step(run_id: Any, index: int) -> None:
     # Loaded once; a claim checks each step's status and token anyway.
     steps = {step.index: step for step in run.steps.all()}
     deadline = time.monotonic() + settings.SAGA_INLINE_SECONDS
+    token: int | None = None
     while index in steps:
+        next_step = steps.get(index + 1) if time.monotonic() < deadline else None
         with tracing.saga_span(run, "saga.step", index):
-            next_index = _execute_step(run, steps[index])
-        if next_index is None:
+            following = _execute_step(run, steps[index], token, next_step)
+        if following is None:
             return
-        if time.monotonic() >= deadline:
-            enqueue_step(run.pk, next_index)
+        index, token = following
+        if token is None and time.monotonic() >= deadline:
+            enqueue_step(run.pk, index)
             return
-        index = next_index
 
 
-def _execute_step(run: SagaRun, step: StepRun) -> int | None:
-    """Run the step's action; return the index of the step to run next."""
+def _execute_step(
+    run: SagaRun, step: StepRun, token: int | None, next_step: StepRun | None
+) -> tuple[int, int | None] | None:
+    """Run the step's action and say which step comes next, if any.
+
+    ``token`` is the claim already taken on the step, if any. ``next_step``,
+    when given, is claimed along with this step's result. Returns the next
+    step's index and the token of its claim (None when it is not claimed
+    yet), or None when the run does not go on in this task.
+    """
     run_id, index = run.pk, step.index
     if run.status == RunStatus.PENDING:
         started = transition_run(
@@ -194,10 +206,11 @@ def _execute_step(run: SagaRun, step: StepRun) -> int | None:
     if run.status != RunStatus.RUNNING:
         logger.info("run=%s step=%s skipped: run is %s", run_id, index, run.status)
         return None
-    if step.status == StepStatus.SUCCEEDED:
-        return index + 1
+    if step.status == StepStatus.SUCCEEDED and token is None:
+        return index + 1, None
 
-    token = _claim_action(run, step)
+    if token is None:
+        token = _claim_action(run, step)
     if token is None:
         return None
 
@@ -207,7 +220,7 @@ def _execute_step(run: SagaRun, step: StepRun) -> int | None:
     if sent.outcome.retry_later is not None:
         _wait_for_retry(run, step, token, sent)
     elif sent.outcome.outcome == "succeeded":
-        return _finish_step_succeeded(run, step, token, sent)
+        return _finish_step_succeeded(run, step, token, sent, next_step)
     else:
         _finish_step_failed(run, step, token, sent)
     return None
@@ -302,9 +315,12 @@ WAKE_MARGIN = 0.2
 
 @transaction.atomic
 def _finish_step_succeeded(
-    run: SagaRun, step: StepRun, token: int, sent: Sent
-) -> int | None:
+    run: SagaRun, step: StepRun, token: int, sent: Sent, next_step: StepRun | None
+) -> tuple[int, int | None] | None:
     """Store the step's result; return the next step's index, if one is due.
+
+    With ``next_step`` given, the next step is claimed in this transaction
+    too, and its token is returned with its index.
 
     One transaction holds the step's result and the run's completion, so a
     worker lost between the two cannot leave a finished run "running". A
@@ -336,7 +352,9 @@ def _finish_step_succeeded(
         # Cancelled while this step ran: undo it with the others.
         transaction.on_commit(lambda: enqueue_compensation(run.pk))
     elif next_index < len(run.steps_snapshot):
-        return next_index
+        if next_step is None:
+            return next_index, None
+        return next_index, _claim_action(run, next_step)
     else:
         transition_run(
             run.pk,
