@@ -4,10 +4,12 @@ import re
 from datetime import datetime
 from typing import Any
 
+from django.db.models import F
 from rest_framework import serializers
+from rest_framework.exceptions import ErrorDetail
 
 from controlplane.api import RejectUnknownFieldsMixin
-from sagas.definitions import FIELD_TYPES, validate_steps
+from sagas.checks import Problem, input_schema_problems, step_problems
 from sagas.models import (
     RunEvent,
     RunStatus,
@@ -36,42 +38,77 @@ class SagaDefinitionSerializer(RejectUnknownFieldsMixin, serializers.ModelSerial
         ]
         read_only_fields = ["version", "created_at", "updated_at"]
 
-    def validate_steps(self, value: Any) -> Any:
-        kind = self.initial_data.get("kind") or getattr(
-            self.instance, "kind", SagaDefinition.Kind.ORCHESTRATED
-        )
-        if kind == SagaDefinition.Kind.CHOREOGRAPHY:
-            if value != []:
-                raise serializers.ValidationError(
-                    "A choreography saga has no steps: its services react to "
-                    f"each other's events. Must be [], got {value!r}."[:500],
-                    code="steps_not_allowed",
-                )
-            return value
-        problems = validate_steps(value)
-        if problems:
-            raise serializers.ValidationError(problems, code="invalid_step")
-        return value
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """Check the input fields and steps together, and what may change.
 
-    def validate_input_schema(self, value: Any) -> Any:
-        if not isinstance(value, list):
-            raise serializers.ValidationError("Must be a list of field objects.")
-        for index, spec in enumerate(value):
-            if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
-                raise serializers.ValidationError(
-                    f"Entry {index} must be an object with a string name."
-                )
-            if spec.get("type") not in FIELD_TYPES:
-                raise serializers.ValidationError(
-                    f"Entry {index} ({spec['name']}): type must be one of "
-                    f"{sorted(FIELD_TYPES)}, got {spec.get('type')!r}.",
-                    code="invalid_type",
-                )
-        return value
+        Steps are checked against the input fields, because their
+        placeholders may only name fields that a run will have.
+        """
+        instance: SagaDefinition | None = self.instance
+        kind = attrs.get("kind") or getattr(
+            instance, "kind", SagaDefinition.Kind.ORCHESTRATED
+        )
+        if instance is not None and instance.runs.exists():
+            _refuse_changes_with_runs(instance, attrs)
+        schema = attrs.get("input_schema", getattr(instance, "input_schema", []))
+        errors: dict[str, Any] = {}
+        _nest(errors, "input_schema", input_schema_problems(schema))
+        if "steps" in attrs or instance is None:
+            steps = attrs.get("steps", [])
+            if kind == SagaDefinition.Kind.CHOREOGRAPHY:
+                if steps != []:
+                    _nest(errors, "steps", [_CHOREOGRAPHY_STEPS])
+            else:
+                names = {
+                    str(spec.get("name")) for spec in schema if isinstance(spec, dict)
+                }
+                _nest(errors, "steps", step_problems(steps, names))
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
 
     def update(self, instance: SagaDefinition, validated: dict[str, Any]) -> Any:
-        validated["version"] = instance.version + 1
-        return super().update(instance, validated)
+        # Raised in SQL, so concurrent replacements each count once.
+        validated["version"] = F("version") + 1
+        updated = super().update(instance, validated)
+        updated.refresh_from_db(fields=["version"])
+        return updated
+
+
+_CHOREOGRAPHY_STEPS = Problem(
+    "",
+    "steps_not_allowed",
+    "A choreography saga has no steps: its services react to each other's "
+    "events. Must be [].",
+)
+
+
+def _refuse_changes_with_runs(instance: SagaDefinition, attrs: dict[str, Any]) -> None:
+    """Keep the name and kind that existing runs were started under."""
+    for field in ("name", "kind"):
+        if field in attrs and attrs[field] != getattr(instance, field):
+            raise serializers.ValidationError(
+                {
+                    field: ErrorDetail(
+                        f"Cannot change from {getattr(instance, field)!r} while "
+                        f"the saga has runs; create a new saga instead, got "
+                        f"{attrs[field]!r}.",
+                        code="immutable",
+                    )
+                }
+            )
+
+
+def _nest(errors: dict[str, Any], field: str, problems: list[Problem]) -> None:
+    """Put each problem under its dotted path below ``field``."""
+    for problem in problems:
+        node = errors
+        parts = [field, *filter(None, problem.path.split("."))]
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node.setdefault(parts[-1], []).append(
+            ErrorDetail(problem.message, code=problem.code)
+        )
 
 
 class StepAttemptSerializer(serializers.ModelSerializer):

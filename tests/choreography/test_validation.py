@@ -40,7 +40,7 @@ def test_choreography_with_steps_rejected(operator_client: Any) -> None:
     error = field_errors(response)["steps"]
     assert error["code"] == "steps_not_allowed"
     assert "Must be []" in error["message"]
-    assert "'name': 'a'" in error["message"]
+    assert error["value"] == steps
 
 
 def test_choreography_without_steps_accepted(operator_client: Any) -> None:

@@ -120,3 +120,13 @@ def order_saga(db: Any) -> SagaDefinition:
         k: ORDER_SAGA[k] for k in ("name", "description", "input_schema", "steps")
     }
     return SagaDefinition.objects.create(**fields)
+
+
+@pytest.fixture(autouse=True)
+def ping_target(db: Any) -> Any:
+    """The target PING_SAGA calls: a saga may only name a registered one."""
+    from resilience.models import Target
+
+    return Target.objects.get_or_create(
+        name="order", defaults={"base_url": "http://127.0.0.1:9/order"}
+    )[0]
