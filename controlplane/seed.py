@@ -8,14 +8,15 @@ start.
 import logging
 from typing import Any
 
-from demo.services import seed_demo_data
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import transaction
 
+from demo.services import seed_demo_data
 from resilience.models import Policy, Target
 from sagas.definitions import ORDER_SAGA
 from sagas.models import SagaDefinition
+from sagas.tcc_definitions import ORDER_TCC
 
 logger = logging.getLogger(__name__)
 
@@ -75,15 +76,23 @@ def seed(base_url: str | None = None) -> None:
         )
         Policy.objects.get_or_create(target=target, defaults={"config": DEMO_POLICY})
 
-    fields = {key: ORDER_SAGA[key] for key in ("description", "input_schema", "steps")}
+    _seed_definition(ORDER_SAGA)
+    _seed_definition(ORDER_TCC)
+
+    seed_demo_data()
+    logger.info("seeded demo data for %s", base_url)
+
+
+def _seed_definition(spec: dict[str, Any]) -> None:
+    """Create a seeded definition, or bring it up to date with a new version."""
+    keys = ("description", "input_schema", "steps")
+    fields = {key: spec[key] for key in keys}
+    fields["kind"] = spec.get("kind", SagaDefinition.Kind.ORCHESTRATED)
     definition, created = SagaDefinition.objects.get_or_create(
-        name=ORDER_SAGA["name"], defaults=fields
+        name=spec["name"], defaults=fields
     )
     if not created and any(getattr(definition, k) != v for k, v in fields.items()):
         for key, value in fields.items():
             setattr(definition, key, value)
         definition.version += 1
         definition.save()
-
-    seed_demo_data()
-    logger.info("seeded demo data for %s", base_url)

@@ -93,6 +93,41 @@ class ReferenceActionView(DemoServiceView):
         return run_once(request, self.service, apply)
 
 
+class TccTryView(DemoServiceView):
+    """POST a Try-Confirm-Cancel try; 201 with the branch, 409 after a cancel."""
+
+    input_serializer: type[serializers.Serializer] = serializers.Serializer
+    operation: Callable[..., dict[str, Any]] | None = None
+
+    def post(self, request: Request) -> Response:
+        serializer = self.input_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        assert self.operation is not None
+        operation = self.operation
+
+        def apply() -> Response:
+            body = operation(**serializer.validated_data)
+            return Response(body, status=status.HTTP_201_CREATED)
+
+        return run_once(request, self.service, apply)
+
+
+class TccPhaseTwoView(DemoServiceView):
+    """POST a confirm or cancel to a transaction's URL; 200 with the branch."""
+
+    operation: Callable[[str], dict[str, Any]] | None = None
+
+    def post(self, request: Request, reference: str) -> Response:
+        reference = _checked_reference(reference)
+        assert self.operation is not None
+        operation = self.operation
+
+        def apply() -> Response:
+            return Response(operation(reference), status=status.HTTP_200_OK)
+
+        return run_once(request, self.service, apply)
+
+
 class RecordView(DemoServiceView):
     """GET one record by reference; 404 if the service never saw it."""
 

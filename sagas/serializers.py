@@ -14,7 +14,10 @@ from sagas.models import (
     SagaRun,
     StepAttempt,
     StepRun,
+    TccPhase,
+    TccTransaction,
 )
+from sagas.tcc_definitions import validate_participants
 
 
 class SagaDefinitionSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
@@ -32,11 +35,21 @@ class SagaDefinitionSerializer(RejectUnknownFieldsMixin, serializers.ModelSerial
         ]
         read_only_fields = ["version", "created_at", "updated_at"]
 
-    def validate_steps(self, value: Any) -> Any:
-        problems = validate_steps(value)
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # The steps' shape depends on the kind, so both are checked together.
+        kind = attrs.get(
+            "kind", getattr(self.instance, "kind", SagaDefinition.Kind.ORCHESTRATED)
+        )
+        steps = attrs.get("steps", getattr(self.instance, "steps", None))
+        if kind == SagaDefinition.Kind.TCC:
+            problems = validate_participants(steps)
+            code = "invalid_participant"
+        else:
+            problems = validate_steps(steps)
+            code = "invalid_step"
         if problems:
-            raise serializers.ValidationError(problems, code="invalid_step")
-        return value
+            raise serializers.ValidationError({"steps": problems}, code=code)
+        return attrs
 
     def validate_input_schema(self, value: Any) -> Any:
         if not isinstance(value, list):
@@ -112,12 +125,77 @@ class RunStatusChangeSerializer(serializers.ModelSerializer):
         fields = ["from_status", "to_status", "at", "reason"]
 
 
+class TccPhaseSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = TccPhase
+        fields = [
+            "phase",
+            "status",
+            "attempts",
+            "status_code",
+            "idempotency_key",
+            "started_at",
+            "finished_at",
+            "request",
+            "response",
+            "error",
+        ]
+
+
+class TccDecisionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = TccTransaction
+        fields = [
+            "decision",
+            "decision_reason",
+            "decided_at",
+            "try_deadline",
+            "phase_two_deadline",
+            "lease_token",
+            "claims",
+        ]
+
+
+def tcc_participants(run: SagaRun) -> list[dict[str, Any]]:
+    """Return each participant of a TCC run with its phases, in order."""
+    phases = list(run.phases.all())
+    return [
+        {
+            "index": index,
+            "name": spec.get("name"),
+            "target": spec.get("target"),
+            "phases": {
+                phase.phase: TccPhaseSerializer(phase).data
+                for phase in phases
+                if phase.index == index
+            },
+        }
+        for index, spec in enumerate(run.steps_snapshot)
+    ]
+
+
 class SagaRunSerializer(serializers.ModelSerializer):
     saga = serializers.CharField(source="definition.name", read_only=True)
+    kind = serializers.CharField(source="definition.kind", read_only=True)
     steps = StepRunSerializer(many=True, read_only=True)
     history = RunStatusChangeSerializer(
         source="status_changes", many=True, read_only=True
     )
+    decision = serializers.SerializerMethodField(
+        help_text="Try-Confirm-Cancel runs only: the coordinator's decision."
+    )
+    participants = serializers.SerializerMethodField(
+        help_text="Try-Confirm-Cancel runs only: each participant's phases."
+    )
+
+    def get_decision(self, run: SagaRun) -> dict[str, Any] | None:
+        record = TccTransaction.objects.filter(pk=run.pk).first()
+        return None if record is None else dict(TccDecisionSerializer(record).data)
+
+    def get_participants(self, run: SagaRun) -> list[dict[str, Any]] | None:
+        if run.definition.kind != SagaDefinition.Kind.TCC:
+            return None
+        return tcc_participants(run)
 
     class Meta:
         model = SagaRun
@@ -132,8 +210,11 @@ class SagaRunSerializer(serializers.ModelSerializer):
             "started_at",
             "finished_at",
             "trace_id",
+            "kind",
             "steps",
             "history",
+            "decision",
+            "participants",
         ]
 
 

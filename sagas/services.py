@@ -51,6 +51,10 @@ logger = logging.getLogger(__name__)
 
 def start_run(definition: SagaDefinition, data: Any, user: Any = None) -> SagaRun:
     """Validate the input, store a pending run and enqueue its first step."""
+    if definition.kind == SagaDefinition.Kind.TCC:
+        from sagas import tcc
+
+        return tcc.start_transaction(definition, data, user)
     cleaned = validate_input(definition.input_schema, data)
     now = timezone.now()
 

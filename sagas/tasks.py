@@ -28,3 +28,11 @@ def compensate_next(run_id: str) -> None:
 @shared_task(name="sagas.resume_stalled_runs")
 def resume_stalled_runs() -> int:
     return sweeper.resume_stalled_runs()
+
+
+@shared_task(name="sagas.tcc_advance", acks_late=True, reject_on_worker_lost=True)
+def tcc_advance(run_id: str) -> None:
+    from sagas import tcc
+
+    with tracing.run_logging_context(run_id):
+        tcc.advance(run_id)

@@ -19,9 +19,9 @@ from controlplane.permissions import is_operator
 from resilience.models import Target
 from resilience.views import attention_summary
 from sagas import actions, services
-from sagas.models import RunStatus, SagaDefinition, SagaRun
+from sagas.models import RunStatus, SagaDefinition, SagaRun, TccPhase, TccTransaction
 from sagas.queries import filter_runs
-from sagas.serializers import RunFilterSerializer
+from sagas.serializers import RunFilterSerializer, tcc_participants
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,64 @@ def run_detail(request: HttpRequest, run_id: Any) -> HttpResponse:
         "is_operator": is_operator(request.user),
         "timeline": timeline(list(steps)),
     }
+    if run.definition.kind == SagaDefinition.Kind.TCC:
+        context.update(tcc_context(run))
     return render(request, "sagas/run_detail.html", context)
+
+
+def tcc_context(run: SagaRun) -> dict[str, Any]:
+    """Return the decision, participants and phase timeline of a TCC run."""
+    phases = list(run.phases.all())
+    participants = tcc_participants(run)
+    return {
+        "decision": TccTransaction.objects.filter(pk=run.pk).first(),
+        "participants": participants,
+        "timeline": tcc_timeline(participants, phases),
+    }
+
+
+def tcc_timeline(
+    participants: list[dict[str, Any]], phases: list[TccPhase]
+) -> dict[str, Any] | None:
+    """Lay out one bar per phase call on a shared time axis, a row each."""
+    sent = [p for p in phases if p.started_at and p.finished_at]
+    if not sent:
+        return None
+    start = min(p.started_at for p in sent if p.started_at)
+    end = max(p.finished_at for p in sent if p.finished_at)
+    span = max((end - start).total_seconds(), 0.001)
+    scale = (TIMELINE_WIDTH - TIMELINE_LABEL_WIDTH - 10) / span
+    rows = []
+    for row, participant in enumerate(participants):
+        bars = []
+        for phase in sent:
+            if phase.index != participant["index"]:
+                continue
+            assert phase.started_at is not None and phase.finished_at is not None
+            offset = (phase.started_at - start).total_seconds()
+            length = (phase.finished_at - phase.started_at).total_seconds()
+            bars.append(
+                {
+                    "x": TIMELINE_LABEL_WIDTH + offset * scale,
+                    "width": max(length * scale, 2.0),
+                    "kind": phase.phase,
+                    "outcome": phase.status,
+                    "title": f"{phase.participant} {phase.phase}: {phase.status} "
+                    f"after {phase.attempts} attempt(s)"
+                    + (f" (HTTP {phase.status_code})" if phase.status_code else ""),
+                }
+            )
+        rows.append(
+            {"y": row * TIMELINE_ROW_HEIGHT, "name": participant["name"], "bars": bars}
+        )
+    return {
+        "rows": rows,
+        "width": TIMELINE_WIDTH,
+        "height": len(rows) * TIMELINE_ROW_HEIGHT + 20,
+        "axis_y": len(rows) * TIMELINE_ROW_HEIGHT + 14,
+        "span_ms": int(span * 1000),
+        "label_width": TIMELINE_LABEL_WIDTH,
+    }
 
 
 def _milliseconds(duration: timedelta | None) -> int | None:

@@ -23,7 +23,14 @@ import requests
 
 from controlplane.launcher import BASE_DIR, free_port
 
-TERMINAL = {"completed", "compensated", "compensation_failed"}
+TERMINAL = {
+    "completed",
+    "compensated",
+    "compensation_failed",
+    "committed",
+    "aborted",
+    "needs_attention",
+}
 
 
 def redis_url_with_db(url: str, database: int) -> str:
@@ -130,8 +137,13 @@ def fresh_database() -> Iterator[str | None]:
 
 
 @contextlib.contextmanager
-def running_stack(tmp_dir: Path, redis_url: str) -> Iterator[Stack]:
-    """Start the control plane, yield it, and stop every process after."""
+def running_stack(
+    tmp_dir: Path, redis_url: str, extra_env: dict[str, str] | None = None
+) -> Iterator[Stack]:
+    """Start the control plane, yield it, and stop every process after.
+
+    ``extra_env`` adds settings for this stack only, such as a crash point.
+    """
     redis.Redis.from_url(redis_url).flushdb()
     with fresh_database() as database_url:
         env = {
@@ -144,6 +156,7 @@ def running_stack(tmp_dir: Path, redis_url: str) -> Iterator[Stack]:
             "SAGA_LEASE_SECONDS": "3",
             "SAGA_SWEEP_INTERVAL": "1",
         }
+        env.update(extra_env or {})
         if database_url:
             env["DATABASE_URL"] = database_url
         yield from _launch(tmp_dir, env)
