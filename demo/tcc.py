@@ -177,6 +177,14 @@ def order_cancel(reference: str) -> dict[str, Any]:
 # --- state ------------------------------------------------------------------
 
 
+def find_branch(service: str, reference: str) -> dict[str, Any] | None:
+    """Return a service's branch of a transaction, or None if it has none."""
+    row = ParticipantBranch.objects.filter(
+        service=service, transaction_id=reference
+    ).first()
+    return None if row is None else branch_body(participant.Branch(row, False))
+
+
 def branch_state(service: str) -> dict[str, Any]:
     """Count a service's TCC branches per state, for its state endpoint."""
     branches = ParticipantBranch.objects.filter(service=service)

@@ -26,7 +26,7 @@ def _service_patterns(service: str) -> list[URLPattern]:
 
 
 def _tcc_patterns(service: str) -> list[URLPattern]:
-    """Try, confirm and cancel endpoints of a Try-Confirm-Cancel participant."""
+    """Return the try, confirm, cancel and branch endpoints of a TCC participant."""
     try_op, confirm_op, cancel_op = tcc.OPERATIONS[service]
     return [
         path(
@@ -37,6 +37,11 @@ def _tcc_patterns(service: str) -> list[URLPattern]:
                 operation=try_op,
             ),
             name=f"demo-{service}-tcc-try",
+        ),
+        path(
+            f"{service}/tcc/<str:reference>/",
+            views.TccBranchView.as_view(service=service),
+            name=f"demo-{service}-tcc-branch",
         ),
         path(
             f"{service}/tcc/<str:reference>/confirm/",

@@ -22,7 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from controlplane.permissions import is_operator
-from demo import faults, services
+from demo import faults, services, tcc
 from demo.idempotency import run_once
 from demo.models import SERVICES, BusinessRecord, FaultSetting
 from demo.serializers import (
@@ -126,6 +126,20 @@ class TccPhaseTwoView(DemoServiceView):
             return Response(operation(reference), status=status.HTTP_200_OK)
 
         return run_once(request, self.service, apply)
+
+
+class TccBranchView(DemoServiceView):
+    """GET a transaction's branch on this service; 404 if it never saw it."""
+
+    def get(self, request: Request, reference: str) -> Response:
+        reference = _checked_reference(reference)
+        body = tcc.find_branch(self.service, reference)
+        if body is None:
+            raise NotFound(
+                f"The {self.service} service has no branch of transaction "
+                f"{reference!r}."
+            )
+        return Response(body)
 
 
 class RecordView(DemoServiceView):

@@ -17,7 +17,11 @@
 4. Clear the faults and wait until every run is terminal.
 5. Check each run against the demo services' records and print
    ``name: value`` lines. The exit status is 1 when a run is stuck, an
-   effect was applied twice or a run left the services unbalanced.
+   effect was applied twice, a run left the services unbalanced or, with
+   ``--mode tcc``, a transaction's participants disagree (``in_doubt``).
+
+``--mode tcc`` starts ``order-tcc`` Try-Confirm-Cancel transactions in
+place of ``order`` sagas.
 
 Every process started here is stopped on exit, Ctrl-C and SIGTERM included.
 """
@@ -72,6 +76,13 @@ RECORDS = {
     "shipping": ("shipments", "scheduled", {None, "cancelled"}),
 }
 
+# The participants of order-tcc: each keeps a branch per transaction at
+# GET /demo/<service>/tcc/<reference>/.
+TCC_SERVICES = ["order", "inventory", "payment"]
+
+# The saga each --mode starts.
+MODE_SAGAS = {"orchestrated": "order", "tcc": "order-tcc"}
+
 # Runs per page of GET /api/runs/, the API's maximum.
 PAGE_SIZE = 500
 
@@ -95,6 +106,7 @@ class ChaosOptions:
     lease_seconds: float = 3.0
     sweep_interval: float = 1.0
     seed: int | None = None
+    mode: str = "orchestrated"
 
 
 @dataclass
@@ -107,6 +119,10 @@ class ChaosReport:
     completed: int = 0
     compensated: int = 0
     compensation_failed: int = 0
+    committed: int = 0
+    aborted: int = 0
+    needs_attention: int = 0
+    in_doubt: int = 0
     kills: int = 0
     elapsed_s: float = 0.0
     problems: list[str] = field(default_factory=list)
@@ -117,6 +133,7 @@ class ChaosReport:
             self.stuck == 0
             and self.duplicate_effects == 0
             and self.unbalanced_runs == 0
+            and self.in_doubt == 0
             and self.terminal == self.runs
         )
 
@@ -130,6 +147,10 @@ class ChaosReport:
             "completed",
             "compensated",
             "compensation_failed",
+            "committed",
+            "aborted",
+            "needs_attention",
+            "in_doubt",
             "kills",
         ]
         lines = [f"{name}: {getattr(self, name)}" for name in names]
@@ -316,15 +337,15 @@ class ApiClient:
         )
         response.raise_for_status()
 
-    def start_run(self, data: dict[str, Any]) -> str:
-        """Start an order saga and return its id, retrying with the same key."""
+    def start_run(self, data: dict[str, Any], saga: str = "order") -> str:
+        """Start a run and return its id, retrying with the same key."""
         key = str(uuid.uuid4())
         error = ""
         for _ in range(START_ATTEMPTS):
             try:
                 response = self.session.post(
                     f"{self.base_url}/api/runs/",
-                    json={"saga": "order", "input": data},
+                    json={"saga": saga, "input": data},
                     headers={"Idempotency-Key": key},
                     timeout=15,
                 )
@@ -356,6 +377,14 @@ class ApiClient:
             return None
         response.raise_for_status()
         return str(response.json()["status"])
+
+    def branch_state(self, service: str, reference: str) -> str | None:
+        """Return the state of a TCC participant's branch, None if it has none."""
+        response = self.get(f"/demo/{service}/tcc/{reference}/")
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return str(response.json()["state"])
 
 
 class Chaos:
@@ -427,7 +456,8 @@ class Chaos:
             now = time.monotonic()
             if len(self.run_ids) < self.options.runs and now >= next_start:
                 data = self.random_input(len(self.run_ids))
-                self.run_ids.append(self.api.start_run(data))
+                saga = MODE_SAGAS[self.options.mode]
+                self.run_ids.append(self.api.start_run(data, saga))
                 next_start += 1.0 / self.options.rate
                 if len(self.run_ids) == self.options.runs:
                     self.clear_faults()
@@ -475,6 +505,29 @@ def check_balance(api: ApiClient, run_id: str, status: str) -> list[str]:
     return problems
 
 
+def check_tcc(api: ApiClient, run_id: str, status: str) -> tuple[list[str], bool]:
+    """Return what a terminal TCC run left wrong, and whether it is in doubt.
+
+    A transaction is in doubt when its participants disagree (one confirmed
+    and another cancelled) or a branch is still only tried, which leaves a
+    hold on a run that will send nothing more. It is unbalanced when its
+    participants agree with each other but not with its outcome.
+    """
+    branches = {s: api.branch_state(s, run_id) for s in TCC_SERVICES}
+    states = set(branches.values())
+    described = ", ".join(f"{s} is {state}" for s, state in branches.items())
+    in_doubt = "tried" in states or {"confirmed", "cancelled"} <= states
+    if in_doubt:
+        return [described], True
+    expected: dict[str, set[str | None]] = {
+        "committed": {"confirmed"},
+        "aborted": {"cancelled", None},
+    }
+    if status in expected and not states <= expected[status]:
+        return [described], False
+    return [], False
+
+
 def describe_run(api: ApiClient, run_id: str) -> str:
     """Summarise a run's steps and history for a failure report."""
     run = api.get(f"/api/runs/{run_id}/").json()
@@ -482,6 +535,11 @@ def describe_run(api: ApiClient, run_id: str) -> str:
         f"{s['name']}={s['status']} claims={s.get('action_claims')}"
         f"/{s.get('compensation_claims')} unknown={s.get('outcome_unknown')}"
         for s in run.get("steps", [])
+    )
+    steps += "; ".join(
+        f"{p['name']}: "
+        + ", ".join(f"{name}={phase['status']}" for name, phase in p["phases"].items())
+        for p in run.get("participants") or []
     )
     history = " > ".join(h["to_status"] for h in run.get("history", []))
     return f"run {run_id} {run.get('status')}: {steps} | history: {history}"
@@ -500,7 +558,16 @@ def evaluate(chaos: Chaos, statuses: dict[str, str], report: ChaosReport) -> Non
             continue
         report.terminal += 1
         setattr(report, status, getattr(report, status) + 1)
-        problems = check_balance(api, run_id, status)
+        if chaos.options.mode == "tcc":
+            problems, in_doubt = check_tcc(api, run_id, status)
+            if in_doubt:
+                report.in_doubt += 1
+                report.problems.append(
+                    f"in doubt: {', '.join(problems)}; " + describe_run(api, run_id)
+                )
+                continue
+        else:
+            problems = check_balance(api, run_id, status)
         if problems:
             report.unbalanced_runs += 1
             report.problems.append(
@@ -589,6 +656,12 @@ def parse_args(argv: list[str] | None) -> tuple[ChaosOptions, int | None]:
         "--seed", type=int, help="random seed of the inputs, faults and kill times"
     )
     parser.add_argument(
+        "--mode",
+        choices=sorted(MODE_SAGAS),
+        default=defaults.mode,
+        help="orchestrated: order sagas; tcc: order-tcc transactions",
+    )
+    parser.add_argument(
         "--redis-db",
         type=int,
         help="Redis database number to use and flush (default: REDIS_URL's + 2)",
@@ -606,6 +679,7 @@ def parse_args(argv: list[str] | None) -> tuple[ChaosOptions, int | None]:
         min_kills=args.min_kills,
         drain_timeout=args.drain_timeout,
         seed=args.seed,
+        mode=args.mode,
     )
     return options, args.redis_db
 
