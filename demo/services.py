@@ -252,20 +252,29 @@ def reserve(reference: str, product_id: str, quantity: int) -> Reservation:
         quantity=quantity,
     )
 
-    updated_rows = Product.objects.filter(
+    take_stock(product_id, quantity, "reserved")
+    _record_effect("inventory", reference, "reserve")
+    return reservation
+
+
+def take_stock(product_id: str, quantity: int, into: str) -> None:
+    """Move units from available to ``into`` (reserved or held), or raise 409.
+
+    The UPDATE takes units only while enough are available, in one
+    statement, so simultaneous requests can never oversell.
+    """
+    moved = Product.objects.filter(
         product_id=product_id, available__gte=quantity
-    ).update(available=F("available") - quantity, reserved=F("reserved") + quantity)
-    if not updated_rows:
+    ).update(available=F("available") - quantity, **{into: F(into) + quantity})
+    if not moved:
         available = Product.objects.get(product_id=product_id).available
         raise ServiceError(
             409,
             "insufficient_stock",
             "Insufficient stock.",
             f"Product {product_id!r} has {available} units available, but "
-            f"{quantity} were requested. Nothing was reserved.",
+            f"{quantity} were requested. Nothing was {into}.",
         )
-    _record_effect("inventory", reference, "reserve")
-    return reservation
 
 
 def unknown_product(product_id: str) -> ServiceError:

@@ -17,7 +17,13 @@ from django.db import transaction
 from django.db.models import F
 
 from demo.models import Order, Product
-from demo.services import ServiceError, _create, _record_effect, unknown_product
+from demo.services import (
+    ServiceError,
+    _record_effect,
+    create_order,
+    take_stock,
+    unknown_product,
+)
 from sagas import participant
 from sagas.models import ParticipantBranch
 
@@ -53,18 +59,7 @@ def inventory_try(reference: str, product_id: str, quantity: int) -> dict[str, A
     with _as_service_error():
         branch = participant.begin_try("inventory", reference, payload)
 
-    held = Product.objects.filter(
-        product_id=product_id, available__gte=quantity
-    ).update(available=F("available") - quantity, held=F("held") + quantity)
-    if not held:
-        available = Product.objects.get(product_id=product_id).available
-        raise ServiceError(
-            409,
-            "insufficient_stock",
-            "Insufficient stock.",
-            f"Product {product_id!r} has {available} units available, but "
-            f"{quantity} were requested. Nothing was held.",
-        )
+    take_stock(product_id, quantity, "held")
     _record_effect("inventory", reference, "hold")
     return branch_body(branch)
 
@@ -137,17 +132,7 @@ def order_try(
     payload = {"product_id": product_id, "quantity": quantity}
     with _as_service_error():
         branch = participant.begin_try("order", reference, payload)
-    _create(
-        Order,
-        "order",
-        reference,
-        status=Order.Status.PENDING,
-        customer_id=customer_id,
-        product_id=product_id,
-        quantity=quantity,
-        amount=amount,
-    )
-    _record_effect("order", reference, "create")
+    create_order(reference, customer_id, product_id, quantity, amount)
     return branch_body(branch)
 
 

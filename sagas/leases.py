@@ -22,7 +22,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from sagas.models import StepRun, StepStatusChange
@@ -98,31 +98,38 @@ def live(status: str) -> Q:
 @contextlib.contextmanager
 def renewing(step: StepRun, token: int) -> Iterator[None]:
     """Extend the step's lease in the background while the block runs."""
+    rows = StepRun.objects.filter(pk=step.pk, lease_token=token)
+    label = f"run={step.run_id} step={step.name} token={token}"
+    with keep_alive(rows, label):
+        yield
+
+
+@contextlib.contextmanager
+def keep_alive(rows: QuerySet[Any], label: str) -> Iterator[None]:
+    """Extend the ``lease_expires_at`` of ``rows`` while the block runs.
+
+    ``rows`` filters on the claim's fencing token, so the renewal stops as
+    soon as a newer claim took the lease over. ``label`` names the lease in
+    log lines.
+    """
     stop = threading.Event()
     interval = settings.SAGA_LEASE_SECONDS / 3
 
     def renew() -> None:
         try:
             while not stop.wait(interval):
-                renewed = StepRun.objects.filter(pk=step.pk, lease_token=token).update(
+                renewed = rows.update(
                     lease_expires_at=timezone.now() + lease_duration()
                 )
                 if not renewed:
-                    logger.warning(
-                        "run=%s step=%s token=%s lease lost to a newer claim",
-                        step.run_id,
-                        step.name,
-                        token,
-                    )
+                    logger.warning("%s lease lost to a newer claim", label)
                     return
         except Exception:
-            logger.exception(
-                "run=%s step=%s lease renewal failed", step.run_id, step.name
-            )
+            logger.exception("%s lease renewal failed", label)
         finally:
             connection.close()
 
-    thread = threading.Thread(target=renew, name=f"lease-{step.pk}", daemon=True)
+    thread = threading.Thread(target=renew, name=f"lease {label}", daemon=True)
     thread.start()
     try:
         yield

@@ -21,21 +21,19 @@ A TCC run goes through two phases, driven by one Celery task
 
 Every result is stored only while the worker's fencing token is still the
 row's ``lease_token``, so a stalled worker's late result is rejected. A
-worker lost mid-run leaves a lease that expires; the sweeper then enqueues
-the task again and the next worker resumes from the stored phases and
+worker lost mid-run leaves a lease that expires. The sweeper then enqueues
+the task again, and the next worker resumes from the stored phases and
 decision.
 """
 
 import contextlib
 import logging
 import os
-import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -44,17 +42,17 @@ from controlplane.idempotency import record_downstream_key
 from resilience import services as resilience
 from resilience.models import Target
 from resilience.services import HttpOutcome, http_call
+from sagas import leases
 from sagas.calls import DEFAULT_COMPENSATION_RETRY, idempotency_key, truncate
 from sagas.definitions import TemplateError, render, validate_input
 from sagas.models import (
     RunStatus,
-    RunStatusChange,
     SagaDefinition,
     SagaRun,
     TccPhase,
     TccTransaction,
 )
-from sagas.services import failure_reason, transition_run
+from sagas.services import create_run, failure_reason, transition_run
 
 logger = logging.getLogger(__name__)
 
@@ -79,27 +77,12 @@ ACTIVE_STATUSES = [
 def start_transaction(definition: SagaDefinition, data: Any, user: Any) -> SagaRun:
     """Validate the input, store a pending TCC run and enqueue its coordinator."""
     cleaned = validate_input(definition.input_schema, data)
-    now = timezone.now()
-    deadline = now + timedelta(seconds=settings.TCC_TRY_TIMEOUT_SECONDS)
+    deadline = timezone.now() + timedelta(seconds=settings.TCC_TRY_TIMEOUT_SECONDS)
 
     with tracing.run_span(definition.name) as trace_fields, transaction.atomic():
-        run = SagaRun.objects.create(
-            definition=definition,
-            steps_snapshot=definition.steps,
-            input=cleaned,
-            created_by=user if user is not None and user.is_authenticated else None,
-            **trace_fields,
-        )
-        tracing.set_span_run_id(run.pk)
+        run = create_run(definition, cleaned, user, trace_fields, "transaction created")
         TccTransaction.objects.create(run=run, try_deadline=deadline)
         _create_phases(run, Phase.TRY)
-        RunStatusChange.objects.create(
-            run=run,
-            from_status="",
-            to_status=RunStatus.PENDING,
-            at=now,
-            reason="transaction created",
-        )
         transaction.on_commit(lambda: enqueue_advance(run.pk))
 
     logger.info("run=%s tcc=%s started", run.pk, definition.name)
@@ -141,7 +124,11 @@ def advance(run_id: Any) -> None:
 
 
 def _drive(run: SagaRun, token: int) -> bool:
-    """Run the phases that are due; return True when the run is terminal."""
+    """Run the phases that are due.
+
+    Returns False when phase two must go on in a later round, and True when
+    the run ended or another worker took it over.
+    """
     if run.status == RunStatus.PENDING:
         transition_run(
             run.pk,
@@ -214,7 +201,7 @@ def decide(run: SagaRun, token: int, decision: str, reason: str) -> bool:
 
 
 def crash_point() -> None:
-    """End the worker right after a decision, when a test asks for it.
+    """End the worker right after a decision when the crash point is set.
 
     ``TCC_CRASH_AFTER_DECISION`` is set only in the environment of a test's
     stack, to prove that phase two resumes after such a crash.
@@ -373,7 +360,6 @@ def _overrides(spec: dict[str, Any], phase: TccPhase) -> dict[str, Any]:
 def claim(run_id: Any) -> int | None:
     """Take the run's lease by compare-and-set and return its fencing token."""
     now = timezone.now()
-    lease = timedelta(seconds=settings.SAGA_LEASE_SECONDS)
     with transaction.atomic():
         row = (
             TccTransaction.objects.filter(pk=run_id)
@@ -388,7 +374,7 @@ def claim(run_id: Any) -> int | None:
             pk=run_id, lease_token=row["lease_token"]
         ).update(
             lease_token=F("lease_token") + 1,
-            lease_expires_at=now + lease,
+            lease_expires_at=now + leases.lease_duration(),
             claims=F("claims") + 1,
         )
     if changed != 1:
@@ -402,33 +388,10 @@ def release(run_id: Any, token: int) -> None:
     )
 
 
-@contextlib.contextmanager
-def renewing(run_id: Any, token: int) -> Iterator[None]:
+def renewing(run_id: Any, token: int) -> contextlib.AbstractContextManager[None]:
     """Extend the run's lease in the background while the block runs."""
-    stop = threading.Event()
-    lease = timedelta(seconds=settings.SAGA_LEASE_SECONDS)
-
-    def renew() -> None:
-        try:
-            while not stop.wait(settings.SAGA_LEASE_SECONDS / 3):
-                renewed = TccTransaction.objects.filter(
-                    pk=run_id, lease_token=token
-                ).update(lease_expires_at=timezone.now() + lease)
-                if not renewed:
-                    logger.warning("run=%s token=%s tcc lease lost", run_id, token)
-                    return
-        except Exception:
-            logger.exception("run=%s tcc lease renewal failed", run_id)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=renew, name=f"tcc-lease-{run_id}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+    rows = TccTransaction.objects.filter(pk=run_id, lease_token=token)
+    return leases.keep_alive(rows, f"run={run_id} tcc token={token}")
 
 
 def enqueue_advance(run_id: Any, countdown: float = 0) -> None:

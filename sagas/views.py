@@ -2,7 +2,7 @@
 
 import json
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib import messages
@@ -102,50 +102,6 @@ def tcc_context(run: SagaRun) -> dict[str, Any]:
     }
 
 
-def tcc_timeline(
-    participants: list[dict[str, Any]], phases: list[TccPhase]
-) -> dict[str, Any] | None:
-    """Lay out one bar per phase call on a shared time axis, a row each."""
-    sent = [p for p in phases if p.started_at and p.finished_at]
-    if not sent:
-        return None
-    start = min(p.started_at for p in sent if p.started_at)
-    end = max(p.finished_at for p in sent if p.finished_at)
-    span = max((end - start).total_seconds(), 0.001)
-    scale = (TIMELINE_WIDTH - TIMELINE_LABEL_WIDTH - 10) / span
-    rows = []
-    for row, participant in enumerate(participants):
-        bars = []
-        for phase in sent:
-            if phase.index != participant["index"]:
-                continue
-            assert phase.started_at is not None and phase.finished_at is not None
-            offset = (phase.started_at - start).total_seconds()
-            length = (phase.finished_at - phase.started_at).total_seconds()
-            bars.append(
-                {
-                    "x": TIMELINE_LABEL_WIDTH + offset * scale,
-                    "width": max(length * scale, 2.0),
-                    "kind": phase.phase,
-                    "outcome": phase.status,
-                    "title": f"{phase.participant} {phase.phase}: {phase.status} "
-                    f"after {phase.attempts} attempt(s)"
-                    + (f" (HTTP {phase.status_code})" if phase.status_code else ""),
-                }
-            )
-        rows.append(
-            {"y": row * TIMELINE_ROW_HEIGHT, "name": participant["name"], "bars": bars}
-        )
-    return {
-        "rows": rows,
-        "width": TIMELINE_WIDTH,
-        "height": len(rows) * TIMELINE_ROW_HEIGHT + 20,
-        "axis_y": len(rows) * TIMELINE_ROW_HEIGHT + 14,
-        "span_ms": int(span * 1000),
-        "label_width": TIMELINE_LABEL_WIDTH,
-    }
-
-
 def _milliseconds(duration: timedelta | None) -> int | None:
     return None if duration is None else int(duration.total_seconds() * 1000)
 
@@ -166,30 +122,87 @@ def timeline(steps: list[Any]) -> dict[str, Any] | None:
     scale = (TIMELINE_WIDTH - TIMELINE_LABEL_WIDTH - 10) / span
     rows = []
     for row, step in enumerate(steps):
-        bars = []
-        for attempt in step.tries.all():
-            offset = (attempt.started_at - start).total_seconds()
-            length = (attempt.finished_at - attempt.started_at).total_seconds()
-            bars.append(
-                {
-                    "x": TIMELINE_LABEL_WIDTH + offset * scale,
-                    "width": max(length * scale, 2.0),
-                    "kind": attempt.kind,
-                    "outcome": attempt.outcome,
-                    "title": f"{step.name} {attempt.kind} #{attempt.number}: "
-                    f"{attempt.outcome} in {attempt.duration_ms} ms"
-                    + (f" (HTTP {attempt.status_code})" if attempt.status_code else ""),
-                }
+        bars = [
+            _bar(
+                attempt.started_at,
+                attempt.finished_at,
+                start,
+                scale,
+                kind=attempt.kind,
+                outcome=attempt.outcome,
+                title=f"{step.name} {attempt.kind} #{attempt.number}: "
+                f"{attempt.outcome} in {attempt.duration_ms} ms"
+                + (f" (HTTP {attempt.status_code})" if attempt.status_code else ""),
             )
+            for attempt in step.tries.all()
+        ]
         rows.append({"y": row * TIMELINE_ROW_HEIGHT, "name": step.name, "bars": bars})
+    return _axis(rows, span)
+
+
+def _bar(
+    started_at: datetime,
+    finished_at: datetime,
+    start: datetime,
+    scale: float,
+    **fields: str,
+) -> dict[str, Any]:
+    offset = (started_at - start).total_seconds()
+    length = (finished_at - started_at).total_seconds()
+    return {
+        "x": TIMELINE_LABEL_WIDTH + offset * scale,
+        "width": max(length * scale, 2.0),
+        **fields,
+    }
+
+
+def _axis(rows: list[dict[str, Any]], span: float) -> dict[str, Any]:
     return {
         "rows": rows,
         "width": TIMELINE_WIDTH,
-        "height": len(steps) * TIMELINE_ROW_HEIGHT + 20,
-        "axis_y": len(steps) * TIMELINE_ROW_HEIGHT + 14,
+        "height": len(rows) * TIMELINE_ROW_HEIGHT + 20,
+        "axis_y": len(rows) * TIMELINE_ROW_HEIGHT + 14,
         "span_ms": int(span * 1000),
         "label_width": TIMELINE_LABEL_WIDTH,
     }
+
+
+def tcc_timeline(
+    participants: list[dict[str, Any]], phases: list[TccPhase]
+) -> dict[str, Any] | None:
+    """Lay out one bar per phase call on a shared time axis, a row each."""
+    sent = [
+        (p, p.started_at, p.finished_at)
+        for p in phases
+        if p.started_at is not None and p.finished_at is not None
+    ]
+    if not sent:
+        return None
+    start = min(started for _, started, _ in sent)
+    end = max(finished for _, _, finished in sent)
+    span = max((end - start).total_seconds(), 0.001)
+    scale = (TIMELINE_WIDTH - TIMELINE_LABEL_WIDTH - 10) / span
+    rows = []
+    for row, participant in enumerate(participants):
+        bars = [
+            _bar(
+                started,
+                finished,
+                start,
+                scale,
+                kind=phase.phase,
+                outcome=phase.status,
+                title=f"{phase.participant} {phase.phase}: {phase.status} "
+                f"after {phase.attempts} attempt(s)"
+                + (f" (HTTP {phase.status_code})" if phase.status_code else ""),
+            )
+            for phase, started, finished in sent
+            if phase.index == participant["index"]
+        ]
+        rows.append(
+            {"y": row * TIMELINE_ROW_HEIGHT, "name": participant["name"], "bars": bars}
+        )
+    return _axis(rows, span)
 
 
 @login_required
