@@ -4,7 +4,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rest_framework import serializers
-from rest_framework.exceptions import ParseError, ValidationError
+from rest_framework.exceptions import ErrorDetail, ParseError, ValidationError
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
@@ -83,3 +83,31 @@ class RejectUnknownFieldsMixin(serializers.Serializer):
                     code="unknown_field",
                 )
         return super().to_internal_value(data)
+
+
+def check_query_params(request: Any, allowed: set[str]) -> None:
+    """Reject query parameters a list does not know, or that come twice.
+
+    A typing error in a filter name would otherwise return the unfiltered
+    list, and of a repeated parameter only the last value would count.
+    """
+    errors: dict[str, list[ErrorDetail]] = {}
+    for name in request.query_params:
+        values = request.query_params.getlist(name)
+        if name not in allowed:
+            errors[name] = [
+                ErrorDetail(
+                    f"Is not a parameter of this list; expected one of "
+                    f"{', '.join(sorted(allowed))}.",
+                    code="unknown_field",
+                )
+            ]
+        elif len(values) > 1:
+            errors[name] = [
+                ErrorDetail(
+                    f"Must be given once, got {len(values)} values: {values!r:.200}.",
+                    code="multiple_values",
+                )
+            ]
+    if errors:
+        raise ValidationError(errors)

@@ -12,13 +12,15 @@ Every error is a problem+json style object::
 error code) and the rejected value when the request carried one.
 """
 
+import json
 import math
 from http import HTTPStatus
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.views.defaults import page_not_found, server_error
+from django.views.defaults import bad_request, page_not_found, server_error
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -63,9 +65,21 @@ def _flatten(detail: Any, path: list[str], request_data: Any) -> list[dict[str, 
             "message": str(item),
         }
         if value is not _MISSING:
-            entry["value"] = _json_safe(value)
+            entry["value"] = _capped(_json_safe(value))
         errors.append(entry)
     return errors
+
+
+# An echoed value longer than this, as JSON, is cut: a client that sent a
+# megabyte does not need it back to see which field was wrong.
+VALUE_ECHO_LIMIT = 500
+
+
+def _capped(value: Any) -> Any:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    if len(text) <= VALUE_ECHO_LIMIT:
+        return value
+    return f"{text[:VALUE_ECHO_LIMIT]}... [cut at {VALUE_ECHO_LIMIT} of {len(text)}]"
 
 
 def _json_safe(value: Any) -> Any:
@@ -162,6 +176,25 @@ def api_not_found(
             404, "Not Found.", f"No resource at {request.path}.", "not_found"
         )
     return page_not_found(request, exception or Http404())
+
+
+def api_bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Return a request Django refused (too large, bad host) as a problem.
+
+    Django raises these before a view runs, so DRF's handler never sees
+    them: a body over DATA_UPLOAD_MAX_MEMORY_SIZE gets 413 with the limit.
+    """
+    if not request.path.startswith(("/api/", "/demo/")):
+        return bad_request(request, exception)
+    if isinstance(exception, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return _plain_problem(
+            413,
+            "Request body too large.",
+            f"The body must be at most {limit} bytes.",
+            "body_too_large",
+        )
+    return _plain_problem(400, "Bad Request.", str(exception), "bad_request")
 
 
 def api_server_error(request: HttpRequest) -> HttpResponse:

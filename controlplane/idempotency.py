@@ -102,6 +102,13 @@ class InvalidKey(ValueError):
 def parse_key(raw: str) -> str:
     """Return the key of a header value, quoted or bare; raise InvalidKey."""
     value = raw.strip(" \t")
+    if "," in value and not value.startswith('"'):
+        # Two Idempotency-Key headers reach the view joined by a comma.
+        raise InvalidKey(
+            "multiple_values",
+            "must be one key; a bare key with a comma looks like a list or a "
+            'header sent twice (quote a key that has a comma: "a,b")',
+        )
     key = _unquote(value) if value.startswith('"') else value
     for position, char in enumerate(key):
         if not " " <= char <= "~":

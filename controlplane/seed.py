@@ -17,6 +17,7 @@ from resilience import policies
 from resilience.models import Policy, Target
 from sagas.definitions import ORDER_CHOREOGRAPHY_SAGA, ORDER_SAGA
 from sagas.models import SagaDefinition
+from sagas.tcc_definitions import ORDER_TCC
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def seed(base_url: str | None = None) -> None:
             # row and audit entry like every later version.
             policies.save_policy(target, policies.normalize(DEMO_POLICY), None)
 
-    for saga in (ORDER_SAGA, ORDER_CHOREOGRAPHY_SAGA):
+    for saga in (ORDER_SAGA, ORDER_CHOREOGRAPHY_SAGA, ORDER_TCC):
         _seed_saga(saga)
 
     seed_demo_data()

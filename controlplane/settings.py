@@ -222,6 +222,20 @@ SAGA_INLINE_SECONDS = float(os.environ.get("SAGA_INLINE_SECONDS", "2"))
 # Modules whose @saga_step functions saga definitions may name.
 SAGA_STEP_MODULES = ["sagas.builtin_steps"]
 
+# Try-Confirm-Cancel timing, in seconds. Phase one is aborted when its tries
+# have not all succeeded TCC_TRY_TIMEOUT_SECONDS after the run was created.
+# Phase two sends a failed confirm or cancel again every TCC_RETRY_SECONDS.
+# The run ends needs_attention when phase two has not finished
+# TCC_PHASE_TWO_BUDGET_SECONDS after the decision.
+TCC_TRY_TIMEOUT_SECONDS = float(os.environ.get("TCC_TRY_TIMEOUT_SECONDS", "60"))
+TCC_RETRY_SECONDS = float(os.environ.get("TCC_RETRY_SECONDS", "2"))
+TCC_PHASE_TWO_BUDGET_SECONDS = float(
+    os.environ.get("TCC_PHASE_TWO_BUDGET_SECONDS", "3600")
+)
+# Set only by an end-to-end test: a worker exits right after it stored a
+# decision, so that the test can prove phase two resumes.
+TCC_CRASH_AFTER_DECISION = os.environ.get("TCC_CRASH_AFTER_DECISION", "") == "1"
+
 # Where saga steps reach the demo services; `make run` sets it to its own
 # address so the seeded targets point at the running web server.
 DEMO_BASE_URL = os.environ.get("DEMO_BASE_URL", "http://127.0.0.1:8000")

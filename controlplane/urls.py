@@ -60,5 +60,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
+handler400 = "controlplane.errors.api_bad_request"
 handler404 = "controlplane.errors.api_not_found"
 handler500 = "controlplane.errors.api_server_error"

@@ -49,6 +49,9 @@ class Product(models.Model):
     product_id = models.CharField(max_length=64, unique=True)
     available = models.IntegerField(default=0)
     reserved = models.IntegerField(default=0)
+    # Units held by a Try-Confirm-Cancel try: deducted on confirm, made
+    # available again on cancel.
+    held = models.IntegerField(default=0)
 
     class Meta:
         ordering = ["product_id"]
@@ -60,6 +63,9 @@ class Product(models.Model):
             models.CheckConstraint(
                 condition=models.Q(reserved__gte=0), name="demo_product_reserved_gte_0"
             ),
+            models.CheckConstraint(
+                condition=models.Q(held__gte=0), name="demo_product_held_gte_0"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -67,7 +73,7 @@ class Product(models.Model):
 
     @property
     def on_hand(self) -> int:
-        return self.available + self.reserved
+        return self.available + self.reserved + self.held
 
 
 class Reservation(BusinessRecord):

@@ -31,6 +31,7 @@ from demo.models import (
     Reservation,
     Shipment,
 )
+from sagas.models import ParticipantBranch
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,9 @@ RECORD_MODELS: dict[str, type[BusinessRecord]] = {
     "payment": Payment,
     "shipping": Shipment,
 }
+
+# The services with Try-Confirm-Cancel endpoints (see demo.tcc).
+TCC_SERVICES = ("order", "inventory", "payment")
 
 # Status that each service's compensation leaves behind, for error messages.
 COMPENSATION_NAMES = {
@@ -255,20 +259,7 @@ def reserve(reference: str, product_id: str, quantity: int) -> Reservation:
     statement, so simultaneous reservations can never oversell.
     """
     if not Product.objects.filter(product_id=product_id).exists():
-        raise ServiceError(
-            422,
-            "unknown_product",
-            "Unknown product.",
-            f"No product has product_id {product_id!r}.",
-            errors=[
-                {
-                    "field": "product_id",
-                    "code": "does_not_exist",
-                    "message": f"No product has product_id {product_id!r}.",
-                    "value": product_id,
-                }
-            ],
-        )
+        raise unknown_product(product_id)
     reservation = _create(
         Reservation,
         "inventory",
@@ -278,20 +269,47 @@ def reserve(reference: str, product_id: str, quantity: int) -> Reservation:
         quantity=quantity,
     )
 
-    updated_rows = Product.objects.filter(
+    take_stock(product_id, quantity, "reserved")
+    _record_effect("inventory", reference, "reserve")
+    return reservation
+
+
+def take_stock(product_id: str, quantity: int, into: str) -> None:
+    """Move units from available to ``into`` (reserved or held), or raise 409.
+
+    The UPDATE takes units only while enough are available, in one
+    statement, so simultaneous requests can never oversell.
+    """
+    moved = Product.objects.filter(
         product_id=product_id, available__gte=quantity
-    ).update(available=F("available") - quantity, reserved=F("reserved") + quantity)
-    if not updated_rows:
+    ).update(available=F("available") - quantity, **{into: F(into) + quantity})
+    if not moved:
         available = Product.objects.get(product_id=product_id).available
         raise ServiceError(
             409,
             "insufficient_stock",
             "Insufficient stock.",
             f"Product {product_id!r} has {available} units available, but "
-            f"{quantity} were requested. Nothing was reserved.",
+            f"{quantity} were requested. Nothing was {into}.",
         )
-    _record_effect("inventory", reference, "reserve")
-    return reservation
+
+
+def unknown_product(product_id: str) -> ServiceError:
+    """Return the 422 for a product_id that the inventory does not stock."""
+    return ServiceError(
+        422,
+        "unknown_product",
+        "Unknown product.",
+        f"No product has product_id {product_id!r}.",
+        errors=[
+            {
+                "field": "product_id",
+                "code": "does_not_exist",
+                "message": f"No product has product_id {product_id!r}.",
+                "value": product_id,
+            }
+        ],
+    )
 
 
 def _return_stock(reservation: Reservation) -> None:
@@ -392,6 +410,10 @@ def service_state(service: str) -> dict[str, Any]:
         "effects_applied": effects.count(),
         "duplicate_effects": duplicates.count(),
     }
+    if service in TCC_SERVICES:
+        from demo.tcc import branch_state
+
+        state.update(branch_state(service))
     if service == "inventory":
         state.update(_inventory_state())
     elif service == "payment":
@@ -404,6 +426,7 @@ def _inventory_state() -> dict[str, Any]:
         product.product_id: {
             "on_hand": product.on_hand,
             "reserved": product.reserved,
+            "held": product.held,
             "available": product.available,
         }
         for product in Product.objects.all()
@@ -411,6 +434,7 @@ def _inventory_state() -> dict[str, Any]:
     return {
         "products": products,
         "total_reserved": sum(p["reserved"] for p in products.values()),
+        "total_held": sum(p["held"] for p in products.values()),
         "total_available": sum(p["available"] for p in products.values()),
     }
 
@@ -454,8 +478,10 @@ def reset_demo_data() -> None:
     Product.objects.exclude(product_id__in=SEED_STOCK).delete()
     for product_id, stock in SEED_STOCK.items():
         Product.objects.update_or_create(
-            product_id=product_id, defaults={"available": stock, "reserved": 0}
+            product_id=product_id,
+            defaults={"available": stock, "reserved": 0, "held": 0},
         )
+    ParticipantBranch.objects.filter(service__in=SERVICES).delete()
     for service in SERVICES:
         FaultSetting.objects.update_or_create(
             service=service, defaults={"error_rate": 0.0, "latency_ms": 0}

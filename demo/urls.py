@@ -6,7 +6,13 @@
 
 from django.urls import URLPattern, path
 
-from demo import serializers, services, views
+from demo import serializers, services, tcc, views
+
+TCC_TRY_SERIALIZERS = {
+    "order": serializers.CreateOrderSerializer,
+    "inventory": serializers.ReserveSerializer,
+    "payment": serializers.ChargeSerializer,
+}
 
 
 def _service_patterns(service: str) -> list[URLPattern]:
@@ -16,6 +22,37 @@ def _service_patterns(service: str) -> list[URLPattern]:
             views.StateView.as_view(service=service),
             name=f"demo-{service}-state",
         )
+    ]
+
+
+def _tcc_patterns(service: str) -> list[URLPattern]:
+    """Return the try, confirm, cancel and branch endpoints of a TCC participant."""
+    try_op, confirm_op, cancel_op = tcc.OPERATIONS[service]
+    return [
+        path(
+            f"{service}/tcc/try/",
+            views.TccTryView.as_view(
+                service=service,
+                input_serializer=TCC_TRY_SERIALIZERS[service],
+                operation=try_op,
+            ),
+            name=f"demo-{service}-tcc-try",
+        ),
+        path(
+            f"{service}/tcc/<str:reference>/",
+            views.TccBranchView.as_view(service=service),
+            name=f"demo-{service}-tcc-branch",
+        ),
+        path(
+            f"{service}/tcc/<str:reference>/confirm/",
+            views.TccPhaseTwoView.as_view(service=service, operation=confirm_op),
+            name=f"demo-{service}-tcc-confirm",
+        ),
+        path(
+            f"{service}/tcc/<str:reference>/cancel/",
+            views.TccPhaseTwoView.as_view(service=service, operation=cancel_op),
+            name=f"demo-{service}-tcc-cancel",
+        ),
     ]
 
 
@@ -122,6 +159,9 @@ service_urlpatterns = [
     *_service_patterns("inventory"),
     *_service_patterns("payment"),
     *_service_patterns("shipping"),
+    *_tcc_patterns("order"),
+    *_tcc_patterns("inventory"),
+    *_tcc_patterns("payment"),
 ]
 
 api_urlpatterns = [

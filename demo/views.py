@@ -22,7 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from controlplane.permissions import is_operator
-from demo import faults, services
+from demo import faults, services, tcc
 from demo.idempotency import run_once
 from demo.models import SERVICES, BusinessRecord, FaultSetting
 from demo.serializers import (
@@ -91,6 +91,55 @@ class ReferenceActionView(DemoServiceView):
             return self.record_response(operation(reference), status.HTTP_200_OK)
 
         return run_once(request, self.service, apply)
+
+
+class TccTryView(DemoServiceView):
+    """POST a Try-Confirm-Cancel try; 201 with the branch, 409 after a cancel."""
+
+    input_serializer: type[serializers.Serializer] = serializers.Serializer
+    operation: Callable[..., dict[str, Any]] | None = None
+
+    def post(self, request: Request) -> Response:
+        serializer = self.input_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        assert self.operation is not None
+        operation = self.operation
+
+        def apply() -> Response:
+            body = operation(**serializer.validated_data)
+            return Response(body, status=status.HTTP_201_CREATED)
+
+        return run_once(request, self.service, apply)
+
+
+class TccPhaseTwoView(DemoServiceView):
+    """POST a confirm or cancel to a transaction's URL; 200 with the branch."""
+
+    operation: Callable[[str], dict[str, Any]] | None = None
+
+    def post(self, request: Request, reference: str) -> Response:
+        reference = _checked_reference(reference)
+        assert self.operation is not None
+        operation = self.operation
+
+        def apply() -> Response:
+            return Response(operation(reference), status=status.HTTP_200_OK)
+
+        return run_once(request, self.service, apply)
+
+
+class TccBranchView(DemoServiceView):
+    """GET a transaction's branch on this service; 404 if it never saw it."""
+
+    def get(self, request: Request, reference: str) -> Response:
+        reference = _checked_reference(reference)
+        body = tcc.find_branch(self.service, reference)
+        if body is None:
+            raise NotFound(
+                f"The {self.service} service has no branch of transaction "
+                f"{reference!r}."
+            )
+        return Response(body)
 
 
 class RecordView(DemoServiceView):

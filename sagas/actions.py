@@ -33,6 +33,13 @@ def cancel(run: SagaRun, user: Any) -> None:
     A step that is running when the cancel arrives finishes first; its
     worker sees the run compensating and undoes it with the others.
     """
+    if run.definition.kind == run.definition.Kind.TCC:
+        # NOTE: a TCC run is aborted only by a failed try or its try timeout;
+        # an operator's cancel is rejected until the coordinator takes one.
+        raise ActionNotAllowed(
+            "A Try-Confirm-Cancel run cannot be cancelled by hand; it aborts "
+            "by itself when a try fails or its try timeout passes."
+        )
     _require_orchestrated(run, "cancelled")
     moved = transition_run(
         run.pk,

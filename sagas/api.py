@@ -10,6 +10,7 @@ from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from controlplane.api import check_query_params
 from controlplane.idempotency import IDEMPOTENCY_RESPONSES, idempotent
 from sagas import actions, services
 from sagas.models import RunStatus, SagaDefinition, SagaRun
@@ -22,6 +23,10 @@ from sagas.serializers import (
     SagaRunSerializer,
     StartRunSerializer,
 )
+
+# The query parameters of the lists: pagination, and the runs' filters.
+PAGE_PARAMS = {"limit", "offset"}
+RUN_LIST_PARAMS = PAGE_PARAMS | set(RunFilterSerializer().fields)
 
 
 class SagaDefinitionViewSet(
@@ -36,6 +41,10 @@ class SagaDefinitionViewSet(
     queryset = SagaDefinition.objects.all()
     serializer_class = SagaDefinitionSerializer
     lookup_field = "name"
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        check_query_params(request, PAGE_PARAMS)
+        return super().list(request, *args, **kwargs)
 
     @extend_schema(responses={201: SagaDefinitionSerializer, **IDEMPOTENCY_RESPONSES})
     @idempotent()
@@ -80,6 +89,8 @@ class SagaRunViewSet(
             queryset = queryset.prefetch_related(
                 "steps__tries", "steps__status_changes", "status_changes", "events"
             )
+        if self.action == "list":
+            check_query_params(self.request, RUN_LIST_PARAMS)
         filters = RunFilterSerializer(data=self.request.query_params)
         filters.is_valid(raise_exception=True)
         return filter_runs(queryset, filters.validated_data)

@@ -209,7 +209,7 @@ def step_problems(steps: Any, input_names: set[str]) -> list[Problem]:
         scope = {"action": set(earlier), "compensation": set(earlier) | own}
         for part, known_steps in scope.items():
             problems.extend(
-                _placeholder_problems(
+                placeholder_problems(
                     f"{at}.{part}", step.get(part), input_names, known_steps
                 )
             )
@@ -233,8 +233,8 @@ def _step_problems(at: str, step: dict[str, Any]) -> list[Problem]:
         call = step.get(part)
         if call is None and part == "compensation":
             continue
-        problems.extend(_call_problems(f"{at}.{part}", call))
-    problems.extend(_policy_problems(at, step))
+        problems.extend(call_problems(f"{at}.{part}", call))
+    problems.extend(policy_problems(at, step))
     if step.get("on_failure", "compensate") not in ON_FAILURE:
         problems.append(
             Problem(
@@ -249,9 +249,15 @@ def _step_problems(at: str, step: dict[str, Any]) -> list[Problem]:
 
 def _target_problems(at: str, step: dict[str, Any]) -> list[Problem]:
     """An HTTP call needs a registered target; a function names a policy."""
+    calls = [step.get("action"), step.get("compensation")]
+    http = any(isinstance(c, dict) and "function" not in c for c in calls)
+    return target_problems(at, step.get("target"), http)
+
+
+def target_problems(at: str, target: Any, http: bool) -> list[Problem]:
+    """Check a target name; one that HTTP calls go to must be registered."""
     from resilience.models import Target
 
-    target = step.get("target")
     if not isinstance(target, str) or not STEP_NAME.fullmatch(target):
         return [
             Problem(
@@ -260,8 +266,6 @@ def _target_problems(at: str, step: dict[str, Any]) -> list[Problem]:
                 f"Must name a registered target, got {target!r:.100}.",
             )
         ]
-    calls = [step.get("action"), step.get("compensation")]
-    http = any(isinstance(c, dict) and "function" not in c for c in calls)
     if http and not Target.objects.filter(name=target).exists():
         return [
             Problem(
@@ -273,7 +277,7 @@ def _target_problems(at: str, step: dict[str, Any]) -> list[Problem]:
     return []
 
 
-def _policy_problems(at: str, step: dict[str, Any]) -> list[Problem]:
+def policy_problems(at: str, step: dict[str, Any]) -> list[Problem]:
     """Check a step's retry and timeout as the resilience core reads them."""
     from resilience.core.config import RetryConfig, TimeoutConfig
     from resilience.policies import core_error
@@ -298,7 +302,7 @@ def _policy_problems(at: str, step: dict[str, Any]) -> list[Problem]:
     return problems
 
 
-def _call_problems(at: str, call: Any) -> list[Problem]:
+def call_problems(at: str, call: Any) -> list[Problem]:
     if isinstance(call, dict) and "function" in call:
         return _function_problems(at, call)
     if not isinstance(call, dict):
@@ -365,7 +369,7 @@ def _function_problems(at: str, call: dict[str, Any]) -> list[Problem]:
     return problems
 
 
-def _placeholder_problems(
+def placeholder_problems(
     at: str, call: Any, input_names: set[str], step_names: set[str]
 ) -> list[Problem]:
     """Check that each {{...}} names a value the run will have."""

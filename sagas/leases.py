@@ -24,7 +24,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from sagas.models import StepRun, StepStatusChange
@@ -109,20 +109,22 @@ def live(status: str) -> Q:
 
 
 class _Heartbeat:
-    """One thread per process that extends the leases of the steps it runs.
+    """One thread per process that extends the leases the process holds.
 
-    A thread per step would cost a thread start on every step, a large
-    share of a quick step's time. The lock is held for a whole pass, so
-    once ``release`` returns no pass renews that claim any more: a step
-    parked with a lease that ends at its wake-up time keeps that time.
+    A thread per claim would cost a thread start on every step, a large
+    share of a quick step's time. Each held lease is a queryset that
+    filters on its claim's fencing token, so a renewal that changes no row
+    means a newer claim took the lease over. The lock is held for a whole
+    pass, so once ``release`` returns no pass renews that lease any more:
+    a step parked with a lease that ends at its wake-up time keeps it.
     """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.held: dict[int, tuple[int, StepRun]] = {}
+        self.held: dict[str, QuerySet[Any]] = {}
         self.pid: int | None = None
 
-    def hold(self, step: StepRun, token: int) -> None:
+    def hold(self, label: str, rows: QuerySet[Any]) -> None:
         with self.lock:
             if self.pid != os.getpid():
                 # First use in this process, or a fork's child: the parent's
@@ -133,12 +135,11 @@ class _Heartbeat:
                     target=self._run, name="lease-heartbeat", daemon=True
                 )
                 thread.start()
-            self.held[step.pk] = (token, step)
+            self.held[label] = rows
 
-    def release(self, step: StepRun, token: int) -> None:
+    def release(self, label: str) -> None:
         with self.lock:
-            if self.held.get(step.pk, (None,))[0] == token:
-                del self.held[step.pk]
+            self.held.pop(label, None)
 
     def _run(self) -> None:
         while True:
@@ -151,18 +152,11 @@ class _Heartbeat:
                     connection.close()
 
     def _renew_all(self) -> None:
-        for pk, (token, step) in list(self.held.items()):
-            renewed = StepRun.objects.filter(pk=pk, lease_token=token).update(
-                lease_expires_at=timezone.now() + lease_duration()
-            )
+        for label, rows in list(self.held.items()):
+            renewed = rows.update(lease_expires_at=timezone.now() + lease_duration())
             if not renewed:
-                del self.held[pk]
-                logger.warning(
-                    "run=%s step=%s token=%s lease lost to a newer claim",
-                    step.run_id,
-                    step.name,
-                    token,
-                )
+                del self.held[label]
+                logger.warning("%s lease lost to a newer claim", label)
 
 
 _heartbeat = _Heartbeat()
@@ -171,8 +165,21 @@ _heartbeat = _Heartbeat()
 @contextlib.contextmanager
 def renewing(step: StepRun, token: int) -> Iterator[None]:
     """Extend the step's lease in the background while the block runs."""
-    _heartbeat.hold(step, token)
+    rows = StepRun.objects.filter(pk=step.pk, lease_token=token)
+    with keep_alive(rows, f"run={step.run_id} step={step.name} token={token}"):
+        yield
+
+
+@contextlib.contextmanager
+def keep_alive(rows: QuerySet[Any], label: str) -> Iterator[None]:
+    """Extend the ``lease_expires_at`` of ``rows`` while the block runs.
+
+    ``rows`` filters on the claim's fencing token, so the renewal stops as
+    soon as a newer claim took the lease over. ``label`` names the lease in
+    log lines and must be unique to the claim.
+    """
+    _heartbeat.hold(label, rows)
     try:
         yield
     finally:
-        _heartbeat.release(step, token)
+        _heartbeat.release(label)

@@ -310,3 +310,113 @@ class RunEvent(models.Model):
         """Return the id of the span that wrote the event, or ""."""
         parts = self.traceparent.split("-")
         return parts[2] if len(parts) == 4 else ""
+
+
+class TccTransaction(models.Model):
+    """The coordinator's record of a Try-Confirm-Cancel run.
+
+    ``decision`` is written once, by compare-and-set from empty, before any
+    phase-two call is sent, so a coordinator that crashes after it resumes
+    with the same outcome. ``lease_token`` fences the worker that drives
+    the run: a result is stored only under the token of the current claim.
+    """
+
+    class Decision(models.TextChoices):
+        NONE = ""
+        COMMIT = "commit"
+        ABORT = "abort"
+
+    run = models.OneToOneField(
+        SagaRun, on_delete=models.CASCADE, primary_key=True, related_name="tcc"
+    )
+    decision = models.CharField(
+        max_length=8, choices=Decision.choices, default="", blank=True
+    )
+    decision_reason = models.TextField(blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    # Phase one is aborted when it has not finished by this time; phase two
+    # ends needs_attention when it has not finished by its deadline.
+    try_deadline = models.DateTimeField()
+    phase_two_deadline = models.DateTimeField(null=True, blank=True)
+    lease_token = models.PositiveIntegerField(default=0)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    claims = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.run_id} {self.decision or 'undecided'}"
+
+
+class TccPhase(models.Model):
+    """One participant's try, confirm or cancel call and its outcome."""
+
+    class Phase(models.TextChoices):
+        TRY = "try"
+        CONFIRM = "confirm"
+        CANCEL = "cancel"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        # The call may have taken effect: a timeout or an ambiguous 5xx.
+        UNKNOWN = "unknown"
+
+    run = models.ForeignKey(SagaRun, on_delete=models.CASCADE, related_name="phases")
+    index = models.PositiveSmallIntegerField()
+    participant = models.CharField(max_length=64)
+    target = models.CharField(max_length=64)
+    phase = models.CharField(max_length=8, choices=Phase.choices)
+    status = models.CharField(
+        max_length=12, choices=Status.choices, default=Status.PENDING
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    idempotency_key = models.CharField(max_length=255, blank=True)
+    request = models.JSONField(null=True, blank=True)
+    response = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "index", "started_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "index", "phase"], name="unique_tcc_phase"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} {self.participant} {self.phase}: {self.status}"
+
+
+class ParticipantBranch(models.Model):
+    """A participant service's memory of one transaction (see participant.py).
+
+    ``cancelled_before_try`` marks a cancel that arrived first: the branch
+    is stored cancelled so that the late try is rejected.
+    """
+
+    class State(models.TextChoices):
+        TRIED = "tried"
+        CONFIRMED = "confirmed"
+        CANCELLED = "cancelled"
+
+    service = models.CharField(max_length=64)
+    transaction_id = models.CharField(max_length=64)
+    state = models.CharField(max_length=12, choices=State.choices)
+    payload = models.JSONField(default=dict)
+    cancelled_before_try = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["service", "transaction_id"], name="unique_participant_branch"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.service} {self.transaction_id} ({self.state})"

@@ -20,7 +20,10 @@ from sagas.models import (
     StepRun,
     StepStatus,
     StepStatusChange,
+    TccPhase,
+    TccTransaction,
 )
+from sagas.tcc_definitions import participant_problems
 
 
 class SagaDefinitionSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
@@ -55,13 +58,13 @@ class SagaDefinitionSerializer(RejectUnknownFieldsMixin, serializers.ModelSerial
         _nest(errors, "input_schema", input_schema_problems(schema))
         if "steps" in attrs or instance is None:
             steps = attrs.get("steps", [])
+            names = {str(spec.get("name")) for spec in schema if isinstance(spec, dict)}
             if kind == SagaDefinition.Kind.CHOREOGRAPHY:
                 if steps != []:
                     _nest(errors, "steps", [_CHOREOGRAPHY_STEPS])
+            elif kind == SagaDefinition.Kind.TCC:
+                _nest(errors, "steps", participant_problems(steps, names))
             else:
-                names = {
-                    str(spec.get("name")) for spec in schema if isinstance(spec, dict)
-                }
                 _nest(errors, "steps", step_problems(steps, names))
         if errors:
             raise serializers.ValidationError(errors)
@@ -201,14 +204,80 @@ class RunStatusChangeSerializer(serializers.ModelSerializer):
         fields = ["from_status", "to_status", "at", "reason"]
 
 
+class TccPhaseSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = TccPhase
+        fields = [
+            "phase",
+            "status",
+            "attempts",
+            "status_code",
+            "idempotency_key",
+            "started_at",
+            "finished_at",
+            "request",
+            "response",
+            "error",
+        ]
+
+
+class TccDecisionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = TccTransaction
+        fields = [
+            "decision",
+            "decision_reason",
+            "decided_at",
+            "try_deadline",
+            "phase_two_deadline",
+            "lease_token",
+            "claims",
+        ]
+
+
+def tcc_participants(run: SagaRun) -> list[dict[str, Any]]:
+    """Return each participant of a TCC run with its phases, in order."""
+    phases = list(run.phases.all())
+    return [
+        {
+            "index": index,
+            "name": spec.get("name"),
+            "target": spec.get("target"),
+            "phases": {
+                phase.phase: TccPhaseSerializer(phase).data
+                for phase in phases
+                if phase.index == index
+            },
+        }
+        for index, spec in enumerate(run.steps_snapshot)
+    ]
+
+
 class SagaRunSerializer(serializers.ModelSerializer):
     saga = serializers.CharField(source="definition.name", read_only=True)
+    kind = serializers.CharField(source="definition.kind", read_only=True)
     steps = StepRunSerializer(many=True, read_only=True)
     history = RunStatusChangeSerializer(
         source="status_changes", many=True, read_only=True
     )
     kind = serializers.CharField(source="definition.kind", read_only=True)
     events = RunEventSerializer(many=True, read_only=True)
+
+    decision = serializers.SerializerMethodField(
+        help_text="Try-Confirm-Cancel runs only: the coordinator's decision."
+    )
+    participants = serializers.SerializerMethodField(
+        help_text="Try-Confirm-Cancel runs only: each participant's phases."
+    )
+
+    def get_decision(self, run: SagaRun) -> dict[str, Any] | None:
+        record = TccTransaction.objects.filter(pk=run.pk).first()
+        return None if record is None else dict(TccDecisionSerializer(record).data)
+
+    def get_participants(self, run: SagaRun) -> list[dict[str, Any]] | None:
+        if run.definition.kind != SagaDefinition.Kind.TCC:
+            return None
+        return tcc_participants(run)
 
     class Meta:
         model = SagaRun
@@ -223,10 +292,13 @@ class SagaRunSerializer(serializers.ModelSerializer):
             "started_at",
             "finished_at",
             "trace_id",
+            "kind",
             "steps",
             "history",
             "kind",
             "events",
+            "decision",
+            "participants",
         ]
 
 

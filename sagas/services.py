@@ -53,38 +53,57 @@ logger = logging.getLogger(__name__)
 
 def start_run(definition: SagaDefinition, data: Any, user: Any = None) -> SagaRun:
     """Validate the input, store a pending run and enqueue its first step."""
+    if definition.kind == SagaDefinition.Kind.TCC:
+        from sagas import tcc
+
+        return tcc.start_transaction(definition, data, user)
     cleaned = validate_input(definition.input_schema, data)
     if definition.kind == SagaDefinition.Kind.CHOREOGRAPHY:
         from sagas import choreography
 
         return choreography.start_run(definition, cleaned, user)
-    now = timezone.now()
 
     # The run span ends when this function returns; steps in the workers
     # open their spans under the traceparent stored on the run.
     with tracing.run_span(definition.name) as trace_fields, transaction.atomic():
-        run = SagaRun.objects.create(
-            definition=definition,
-            steps_snapshot=definition.steps,
-            input=cleaned,
-            created_by=user if user is not None and user.is_authenticated else None,
-            **trace_fields,
-        )
-        tracing.set_span_run_id(run.pk)
+        run = create_run(definition, cleaned, user, trace_fields, "run created")
         StepRun.objects.bulk_create(
             StepRun(run=run, index=index, name=step["name"], target=step["target"])
             for index, step in enumerate(definition.steps)
         )
-        RunStatusChange.objects.create(
-            run=run,
-            from_status="",
-            to_status=RunStatus.PENDING,
-            at=now,
-            reason="run created",
-        )
         transaction.on_commit(lambda: enqueue_step(run.pk, 0))
 
     logger.info("run=%s saga=%s started", run.pk, definition.name)
+    return run
+
+
+def create_run(
+    definition: SagaDefinition,
+    cleaned: dict[str, Any],
+    user: Any,
+    trace_fields: dict[str, str],
+    reason: str,
+) -> SagaRun:
+    """Store a pending run of a definition with its first history row.
+
+    Call it inside the run's span and a transaction, which the caller
+    completes with the run's steps or phases.
+    """
+    run = SagaRun.objects.create(
+        definition=definition,
+        steps_snapshot=definition.steps,
+        input=cleaned,
+        created_by=user if user is not None and user.is_authenticated else None,
+        **trace_fields,
+    )
+    tracing.set_span_run_id(run.pk)
+    RunStatusChange.objects.create(
+        run=run,
+        from_status="",
+        to_status=RunStatus.PENDING,
+        at=timezone.now(),
+        reason=reason,
+    )
     return run
 
 

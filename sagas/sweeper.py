@@ -72,6 +72,7 @@ def resume_stalled_runs() -> int:
     4. A run still pending after ``PENDING_RESUME_AFTER``: enqueue step 0.
     """
     resumed = _resume_expired_steps()
+    resumed += _resume_tcc_runs()
     # Steps 2 to 4 cannot tell a lost message from one still waiting behind
     # a backlog, so they wait for an empty queue and resume each run at most
     # once a minute; otherwise a slow queue would fill with duplicates.
@@ -154,3 +155,36 @@ def _resume_lost_pending_runs() -> int:
         enqueue_step(run_id, 0)
         resumed += 1
     return resumed
+
+
+def _resume_tcc_runs() -> int:
+    """Enqueue the coordinator of TCC runs that no worker is driving.
+
+    A run whose lease expired lost its worker, and a run past its try
+    timeout must be aborted: both are enqueued at once. A run with no lease
+    that has not changed for a lease's length lost its retry message; it is
+    enqueued at most once per AMBIGUOUS_RESUME_INTERVAL.
+    """
+    from sagas.tcc import ACTIVE_STATUSES, enqueue_advance
+
+    now = timezone.now()
+    idle_since = now - timedelta(seconds=settings.SAGA_LEASE_SECONDS)
+    active = SagaRun.objects.filter(status__in=ACTIVE_STATUSES, tcc__isnull=False)
+    urgent = active.filter(
+        Q(tcc__lease_expires_at__lt=now)
+        | Q(
+            tcc__lease_expires_at__isnull=True,
+            tcc__try_deadline__lt=now,
+            status__in=[RunStatus.PENDING, RunStatus.TRYING],
+        )
+    ).values_list("pk", flat=True)
+    idle = active.filter(
+        tcc__lease_expires_at__isnull=True, updated_at__lt=idle_since
+    ).values_list("pk", flat=True)
+
+    resumed = set(urgent)
+    resumed.update(run_id for run_id in idle if first_resume(run_id))
+    for run_id in resumed:
+        logger.warning("run=%s tcc coordinator idle; resuming", run_id)
+        enqueue_advance(run_id)
+    return len(resumed)

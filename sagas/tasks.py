@@ -59,3 +59,11 @@ def sweep_choreographed_runs() -> int:
     """Resume lost starts and end overdue runs; return how many runs ended."""
     choreography.resume_pending_runs()
     return choreography.expire_overdue_runs()
+
+
+@shared_task(name="sagas.tcc_advance", acks_late=True, reject_on_worker_lost=True)
+def tcc_advance(run_id: str) -> None:
+    from sagas import tcc
+
+    with tracing.run_logging_context(run_id):
+        tcc.advance(run_id)

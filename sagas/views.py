@@ -2,7 +2,7 @@
 
 import json
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib import messages
@@ -19,9 +19,9 @@ from controlplane.permissions import is_operator
 from resilience.models import Target
 from resilience.views import attention_summary
 from sagas import actions, services
-from sagas.models import RunStatus, SagaDefinition, SagaRun
+from sagas.models import RunStatus, SagaDefinition, SagaRun, TccPhase, TccTransaction
 from sagas.queries import filter_runs
-from sagas.serializers import RunFilterSerializer
+from sagas.serializers import RunFilterSerializer, tcc_participants
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +88,8 @@ def run_detail(request: HttpRequest, run_id: Any) -> HttpResponse:
         "lanes": EVENT_LANES,
         "event_rows": event_rows(run),
     }
+    if run.definition.kind == SagaDefinition.Kind.TCC:
+        context.update(tcc_context(run))
     return render(request, "sagas/run_detail.html", context)
 
 
@@ -110,6 +112,17 @@ def event_rows(run: SagaRun) -> list[dict[str, Any]]:
     return rows
 
 
+def tcc_context(run: SagaRun) -> dict[str, Any]:
+    """Return the decision, participants and phase timeline of a TCC run."""
+    phases = list(run.phases.all())
+    participants = tcc_participants(run)
+    return {
+        "decision": TccTransaction.objects.filter(pk=run.pk).first(),
+        "participants": participants,
+        "timeline": tcc_timeline(participants, phases),
+    }
+
+
 def _milliseconds(duration: timedelta | None) -> int | None:
     return None if duration is None else int(duration.total_seconds() * 1000)
 
@@ -130,30 +143,87 @@ def timeline(steps: list[Any]) -> dict[str, Any] | None:
     scale = (TIMELINE_WIDTH - TIMELINE_LABEL_WIDTH - 10) / span
     rows = []
     for row, step in enumerate(steps):
-        bars = []
-        for attempt in step.tries.all():
-            offset = (attempt.started_at - start).total_seconds()
-            length = (attempt.finished_at - attempt.started_at).total_seconds()
-            bars.append(
-                {
-                    "x": TIMELINE_LABEL_WIDTH + offset * scale,
-                    "width": max(length * scale, 2.0),
-                    "kind": attempt.kind,
-                    "outcome": attempt.outcome,
-                    "title": f"{step.name} {attempt.kind} #{attempt.number}: "
-                    f"{attempt.outcome} in {attempt.duration_ms} ms"
-                    + (f" (HTTP {attempt.status_code})" if attempt.status_code else ""),
-                }
+        bars = [
+            _bar(
+                attempt.started_at,
+                attempt.finished_at,
+                start,
+                scale,
+                kind=attempt.kind,
+                outcome=attempt.outcome,
+                title=f"{step.name} {attempt.kind} #{attempt.number}: "
+                f"{attempt.outcome} in {attempt.duration_ms} ms"
+                + (f" (HTTP {attempt.status_code})" if attempt.status_code else ""),
             )
+            for attempt in step.tries.all()
+        ]
         rows.append({"y": row * TIMELINE_ROW_HEIGHT, "name": step.name, "bars": bars})
+    return _axis(rows, span)
+
+
+def _bar(
+    started_at: datetime,
+    finished_at: datetime,
+    start: datetime,
+    scale: float,
+    **fields: str,
+) -> dict[str, Any]:
+    offset = (started_at - start).total_seconds()
+    length = (finished_at - started_at).total_seconds()
+    return {
+        "x": TIMELINE_LABEL_WIDTH + offset * scale,
+        "width": max(length * scale, 2.0),
+        **fields,
+    }
+
+
+def _axis(rows: list[dict[str, Any]], span: float) -> dict[str, Any]:
     return {
         "rows": rows,
         "width": TIMELINE_WIDTH,
-        "height": len(steps) * TIMELINE_ROW_HEIGHT + 20,
-        "axis_y": len(steps) * TIMELINE_ROW_HEIGHT + 14,
+        "height": len(rows) * TIMELINE_ROW_HEIGHT + 20,
+        "axis_y": len(rows) * TIMELINE_ROW_HEIGHT + 14,
         "span_ms": int(span * 1000),
         "label_width": TIMELINE_LABEL_WIDTH,
     }
+
+
+def tcc_timeline(
+    participants: list[dict[str, Any]], phases: list[TccPhase]
+) -> dict[str, Any] | None:
+    """Lay out one bar per phase call on a shared time axis, a row each."""
+    sent = [
+        (p, p.started_at, p.finished_at)
+        for p in phases
+        if p.started_at is not None and p.finished_at is not None
+    ]
+    if not sent:
+        return None
+    start = min(started for _, started, _ in sent)
+    end = max(finished for _, _, finished in sent)
+    span = max((end - start).total_seconds(), 0.001)
+    scale = (TIMELINE_WIDTH - TIMELINE_LABEL_WIDTH - 10) / span
+    rows = []
+    for row, participant in enumerate(participants):
+        bars = [
+            _bar(
+                started,
+                finished,
+                start,
+                scale,
+                kind=phase.phase,
+                outcome=phase.status,
+                title=f"{phase.participant} {phase.phase}: {phase.status} "
+                f"after {phase.attempts} attempt(s)"
+                + (f" (HTTP {phase.status_code})" if phase.status_code else ""),
+            )
+            for phase, started, finished in sent
+            if phase.index == participant["index"]
+        ]
+        rows.append(
+            {"y": row * TIMELINE_ROW_HEIGHT, "name": participant["name"], "bars": bars}
+        )
+    return _axis(rows, span)
 
 
 @login_required

@@ -19,7 +19,11 @@ one, with the same faults, kills and checks:
 4. Clear the faults and wait until every run is terminal.
 5. Check each run against the demo services' records and print
    ``name: value`` lines. The exit status is 1 when a run is stuck, an
-   effect was applied twice or a run left the services unbalanced.
+   effect was applied twice, a run left the services unbalanced or, with
+   ``--mode tcc``, a transaction's participants disagree (``in_doubt``).
+
+``--mode tcc`` starts ``order-tcc`` Try-Confirm-Cancel transactions in
+place of ``order`` sagas.
 
 Every process started here is stopped on exit, Ctrl-C and SIGTERM included.
 """
@@ -74,8 +78,16 @@ RECORDS = {
     "shipping": ("shipments", "scheduled", {None, "cancelled"}),
 }
 
+# The participants of order-tcc: each keeps a branch per transaction at
+# GET /demo/<service>/tcc/<reference>/.
+TCC_SERVICES = ["order", "inventory", "payment"]
+
 # The saga each --mode starts.
-SAGAS = {"orchestrated": "order", "choreography": "order-choreography"}
+SAGAS = {
+    "orchestrated": "order",
+    "choreography": "order-choreography",
+    "tcc": "order-tcc",
+}
 
 # Runs per page of GET /api/runs/, the API's maximum.
 PAGE_SIZE = 500
@@ -113,6 +125,10 @@ class ChaosReport:
     completed: int = 0
     compensated: int = 0
     compensation_failed: int = 0
+    committed: int = 0
+    aborted: int = 0
+    needs_attention: int = 0
+    in_doubt: int = 0
     kills: int = 0
     elapsed_s: float = 0.0
     problems: list[str] = field(default_factory=list)
@@ -123,6 +139,7 @@ class ChaosReport:
             self.stuck == 0
             and self.duplicate_effects == 0
             and self.unbalanced_runs == 0
+            and self.in_doubt == 0
             and self.terminal == self.runs
         )
 
@@ -136,6 +153,10 @@ class ChaosReport:
             "completed",
             "compensated",
             "compensation_failed",
+            "committed",
+            "aborted",
+            "needs_attention",
+            "in_doubt",
             "kills",
         ]
         lines = [f"{name}: {getattr(self, name)}" for name in names]
@@ -364,6 +385,14 @@ class ApiClient:
         response.raise_for_status()
         return str(response.json()["status"])
 
+    def branch_state(self, service: str, reference: str) -> str | None:
+        """Return the state of a TCC participant's branch, None if it has none."""
+        response = self.get(f"/demo/{service}/tcc/{reference}/")
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return str(response.json()["state"])
+
 
 class Chaos:
     """One chaos run against a started cluster."""
@@ -482,6 +511,29 @@ def check_balance(api: ApiClient, run_id: str, status: str) -> list[str]:
     return problems
 
 
+def check_tcc(api: ApiClient, run_id: str, status: str) -> tuple[list[str], bool]:
+    """Return what a terminal TCC run left wrong, and whether it is in doubt.
+
+    A transaction is in doubt when its participants disagree (one confirmed
+    and another cancelled) or a branch is still only tried, which leaves a
+    hold on a run that will send nothing more. It is unbalanced when its
+    participants agree with each other but not with its outcome.
+    """
+    branches = {s: api.branch_state(s, run_id) for s in TCC_SERVICES}
+    states = set(branches.values())
+    described = ", ".join(f"{s} is {state}" for s, state in branches.items())
+    in_doubt = "tried" in states or {"confirmed", "cancelled"} <= states
+    if in_doubt:
+        return [described], True
+    expected: dict[str, set[str | None]] = {
+        "committed": {"confirmed"},
+        "aborted": {"cancelled", None},
+    }
+    if status in expected and not states <= expected[status]:
+        return [described], False
+    return [], False
+
+
 def describe_run(api: ApiClient, run_id: str) -> str:
     """Summarise a run's steps and history for a failure report."""
     run = api.get(f"/api/runs/{run_id}/").json()
@@ -489,6 +541,11 @@ def describe_run(api: ApiClient, run_id: str) -> str:
         f"{s['name']}={s['status']} claims={s.get('action_claims')}"
         f"/{s.get('compensation_claims')} unknown={s.get('outcome_unknown')}"
         for s in run.get("steps", [])
+    )
+    steps += "; ".join(
+        f"{p['name']}: "
+        + ", ".join(f"{name}={phase['status']}" for name, phase in p["phases"].items())
+        for p in run.get("participants") or []
     )
     history = " > ".join(h["to_status"] for h in run.get("history", []))
     events = " > ".join(e["event_type"] for e in run.get("events", []))
@@ -511,7 +568,16 @@ def evaluate(chaos: Chaos, statuses: dict[str, str], report: ChaosReport) -> Non
             continue
         report.terminal += 1
         setattr(report, status, getattr(report, status) + 1)
-        problems = check_balance(api, run_id, status)
+        if chaos.options.mode == "tcc":
+            problems, in_doubt = check_tcc(api, run_id, status)
+            if in_doubt:
+                report.in_doubt += 1
+                report.problems.append(
+                    f"in doubt: {', '.join(problems)}; " + describe_run(api, run_id)
+                )
+                continue
+        else:
+            problems = check_balance(api, run_id, status)
         if problems:
             report.unbalanced_runs += 1
             report.problems.append(
@@ -606,7 +672,8 @@ def parse_args(argv: list[str] | None) -> tuple[ChaosOptions, int | None]:
         "--mode",
         choices=list(SAGAS),
         default=defaults.mode,
-        help="kind of saga to run: order (orchestrated) or order-choreography",
+        help="orchestrated: order sagas; choreography: order-choreography; "
+        "tcc: order-tcc transactions",
     )
     parser.add_argument(
         "--redis-db",

@@ -23,7 +23,14 @@ import requests
 
 from controlplane.launcher import BASE_DIR, free_port
 
-TERMINAL = {"completed", "compensated", "compensation_failed"}
+TERMINAL = {
+    "completed",
+    "compensated",
+    "compensation_failed",
+    "committed",
+    "aborted",
+    "needs_attention",
+}
 RELAY_CRASH_FILE = "crash-relay-before-publish"
 
 
@@ -140,8 +147,13 @@ def fresh_database() -> Iterator[str | None]:
 
 
 @contextlib.contextmanager
-def running_stack(tmp_dir: Path, redis_url: str) -> Iterator[Stack]:
-    """Start the control plane, yield it, and stop every process after."""
+def running_stack(
+    tmp_dir: Path, redis_url: str, extra_env: dict[str, str] | None = None
+) -> Iterator[Stack]:
+    """Start the control plane, yield it, and stop every process after.
+
+    ``extra_env`` adds settings for this stack only, such as a crash point.
+    """
     redis.Redis.from_url(redis_url).flushdb()
     with fresh_database() as database_url:
         env = {
@@ -157,6 +169,7 @@ def running_stack(tmp_dir: Path, redis_url: str) -> Iterator[Stack]:
             # publish (see Stack.arm_relay_crash).
             "OUTBOX_RELAY_CRASH_FILE": str(tmp_dir / RELAY_CRASH_FILE),
         }
+        env.update(extra_env or {})
         if database_url:
             env["DATABASE_URL"] = database_url
         yield from _launch(tmp_dir, env)

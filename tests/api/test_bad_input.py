@@ -117,3 +117,34 @@ def test_call_path_cannot_leave_target(
     error = response.json()["errors"][0]
     assert error["field"] == "path"
     assert error["value"] == path
+
+
+def test_long_bad_value_is_echoed_cut(
+    operator_client: APIClient, order_saga: SagaDefinition
+) -> None:
+    response = operator_client.post(
+        "/api/runs/",
+        {"saga": "order", "input": {**VALID, "customer_id": "x" * 5000}},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="long-value",
+    )
+
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert error["field"] == "input.customer_id"
+    assert error["value"] == "x" * 500 + "... [cut at 500 of 5000]"
+
+
+def test_oversized_body_is_413_problem(
+    operator_client: APIClient, order_saga: SagaDefinition, settings: Any
+) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    body = '{"saga": "order", "input": {"customer_id": "' + "x" * 2000 + '"}}'
+
+    response = post_raw(operator_client, "/api/runs/", body)
+
+    assert response.status_code == 413
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["code"] == "body_too_large"
+    assert "at most 1000 bytes" in response.json()["detail"]
+    assert SagaRun.objects.count() == 0

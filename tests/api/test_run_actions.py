@@ -86,3 +86,22 @@ def test_run_filters_reject_bad_values(
 
     assert response.status_code == 400
     assert response.json()["errors"][0]["field"] == field
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "field", "code"),
+    [
+        ("/api/runs/", "foo=bar", "foo", "unknown_field"),
+        ("/api/runs/", "statuss=completed", "statuss", "unknown_field"),
+        ("/api/runs/", "status=bogus&status=completed", "status", "multiple_values"),
+        ("/api/sagas/", "foo=bar", "foo", "unknown_field"),
+    ],
+)
+def test_unknown_or_repeated_query_parameter_rejected(
+    reader_client: APIClient, path: str, query: str, field: str, code: str
+) -> None:
+    response = reader_client.get(f"{path}?{query}")
+
+    assert response.status_code == 400, response.content
+    error = response.json()["errors"][0]
+    assert (error["field"], error["code"]) == (field, code)

@@ -18,7 +18,12 @@ def test_reserve_moves_stock_to_reserved(client: APIClient) -> None:
 
     assert response.status_code == 201
     assert response.json()["status"] == "reserved"
-    assert stock(client, "sku-3") == {"on_hand": 1000, "reserved": 5, "available": 995}
+    assert stock(client, "sku-3") == {
+        "on_hand": 1000,
+        "reserved": 5,
+        "held": 0,
+        "available": 995,
+    }
     assert state(client, "inventory")["total_reserved"] == 5
 
 
@@ -37,6 +42,7 @@ def test_release_returns_stock(client: APIClient) -> None:
     assert stock(client, "sku-3") == {
         "on_hand": 1000,
         "reserved": 0,
+        "held": 0,
         "available": 1000,
     }
 

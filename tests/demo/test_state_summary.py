@@ -31,7 +31,12 @@ def test_empty_state_lists_every_status(client: APIClient) -> None:
 def test_inventory_lists_seeded_products(client: APIClient) -> None:
     products = state(client, "inventory")["products"]
 
-    assert products["sku-1"] == {"on_hand": 1000, "reserved": 0, "available": 1000}
+    assert products["sku-1"] == {
+        "on_hand": 1000,
+        "reserved": 0,
+        "held": 0,
+        "available": 1000,
+    }
     assert products["sku-empty"]["available"] == 0
     assert set(products) == {f"sku-{n}" for n in range(1, 6)} | {"sku-empty"}
 

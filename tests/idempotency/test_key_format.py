@@ -58,6 +58,8 @@ def test_255_characters_is_accepted(
         ("abc\x01", "invalid_character"),
         ('"abc\x7f"', "invalid_character"),
         ("caf\xe9", "invalid_character"),
+        ("a1-x,a2-x", "multiple_values"),
+        ('"a1-x", "a2-x"', "invalid_quoting"),
     ],
 )
 def test_malformed_key_is_rejected(raw: str, code: str) -> None:
@@ -75,6 +77,7 @@ def test_malformed_key_is_rejected(raw: str, code: str) -> None:
         ('  "abc" ', "abc"),
         ('"a\\"b\\\\c"', 'a"b\\c'),
         ("with space", "with space"),
+        ('"a,b"', "a,b"),
     ],
 )
 def test_valid_key_is_parsed(raw: str, key: str) -> None:
