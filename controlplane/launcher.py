@@ -327,9 +327,11 @@ RESTARTABLE = {"worker", "beat"}
 def _supervise(commands: dict[str, list[str]], env: dict[str, str], port: int) -> int:
     """Run the children until a stop signal, restarting a lost worker or beat.
 
-    Each child's pid is written to ``<data dir>/pids/<name>.pid`` so tests
-    and operators can find it. The web server exiting, or a worker that
-    keeps dying, stops everything with a non-zero status.
+    Each child's pid is written to ``<data dir>/pids/<name>.pid``, and the
+    launcher's own to ``launcher.pid``, so tests and operators can find
+    them. Each file is deleted once its process is stopped. The web server
+    exiting, or a worker that keeps dying, stops everything with a non-zero
+    status.
     """
     stopping = False
 
@@ -342,6 +344,10 @@ def _supervise(commands: dict[str, list[str]], env: dict[str, str], port: int) -
 
     pid_dir = Path(env["CONTROLPLANE_DATA_DIR"]) / "pids"
     pid_dir.mkdir(parents=True, exist_ok=True)
+    # NOTE: a launcher killed with SIGKILL leaves its pid files behind, until
+    # the next launcher on this data folder overwrites them.
+    launcher_pid = pid_dir / "launcher.pid"
+    launcher_pid.write_text(str(os.getpid()))
     processes = {
         name: _spawn(name, command, env, pid_dir) for name, command in commands.items()
     }
@@ -372,6 +378,8 @@ def _supervise(commands: dict[str, list[str]], env: dict[str, str], port: int) -
     finally:
         for name, process in processes.items():
             _stop(process, name)
+            (pid_dir / f"{name}.pid").unlink(missing_ok=True)
+        launcher_pid.unlink(missing_ok=True)
     return status
 
 

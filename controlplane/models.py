@@ -164,8 +164,8 @@ class OutboxEvent(models.Model):
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField()
     sent_at = models.DateTimeField(null=True, blank=True)
-    # When the relay last published it again to a subscriber whose inbox
-    # still lacked it.
+    # When it was last published again, by an operator or by the relay. The
+    # relay also sets it when it finds that every subscriber consumed it.
     redelivered_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

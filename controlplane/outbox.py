@@ -207,8 +207,9 @@ def redeliver_unconsumed(now: datetime | None = None) -> int:
             )
         )
         missing = [s for s in subscribers_of(event.event_type) if s not in consumed]
-        OutboxEvent.objects.filter(pk=event.pk).update(redelivered_at=now)
         if not missing:
+            # Stamped anyway, so each event is checked once per interval.
+            OutboxEvent.objects.filter(pk=event.pk).update(redelivered_at=now)
             continue
         logger.warning(
             "event=%s %s not consumed by %s after %ss; publishing again",
@@ -217,9 +218,24 @@ def redeliver_unconsumed(now: datetime | None = None) -> int:
             ", ".join(missing),
             settings.OUTBOX_REDELIVER_AFTER_SECONDS,
         )
-        publish(event, missing)
+        redeliver(event, missing, now)
         sent += len(missing)
     return sent
+
+
+def redeliver(
+    event: OutboxEvent, subscribers: list[str], now: datetime | None = None
+) -> None:
+    """Publish a sent event again to ``subscribers`` and set its ``redelivered_at``.
+
+    The relay's redelivery and an operator's share it. Because the relay
+    skips events redelivered within ``OUTBOX_REDELIVER_AFTER_SECONDS``, an
+    operator's redelivery also postpones the relay's next one.
+    """
+    now = now or timezone.now()
+    publish(event, subscribers)
+    OutboxEvent.objects.filter(pk=event.pk).update(redelivered_at=now)
+    event.redelivered_at = now
 
 
 def purge_old_events(now: datetime | None = None) -> int:

@@ -137,6 +137,6 @@ class OutboxEventRedeliverView(APIView):
                 f"Event {event.event_id} is {event.status}; the relay publishes "
                 "it on its next pass, so only a sent event can be redelivered."
             )
-        outbox.publish(event, subscribers_of(event.event_type))
+        outbox.redeliver(event, subscribers_of(event.event_type))
         body = OutboxEventSerializer(event).data
         return Response(body, status=status.HTTP_202_ACCEPTED)

@@ -50,6 +50,11 @@ class RetryLater(Exception):
         super().__init__(message)
         self.countdown = countdown
 
+    def __reduce__(self) -> tuple[type, tuple[str, float]]:
+        # Exception pickles only self.args, and __init__ needs the countdown
+        # too. Celery pickles the exception a task raises after its retries.
+        return type(self), (str(self), self.countdown)
+
 
 def _order(payload: dict[str, Any]) -> dict[str, Any]:
     keys = ("customer_id", "product_id", "quantity", "amount")

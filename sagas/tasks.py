@@ -32,11 +32,15 @@ def resume_stalled_runs() -> int:
     return sweeper.resume_stalled_runs()
 
 
+# max_retries=None on the task, not on retry(): Celery 5.7's retry() reads
+# None there as "the task's default" (3 retries). place_order returns once
+# the run has left pending, so the run's deadline ends the retries.
 @shared_task(
     name="sagas.start_choreographed_run",
     bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
+    max_retries=None,
 )
 def start_choreographed_run(self: Task, run_id: str) -> None:
     with tracing.run_logging_context(run_id):
@@ -44,7 +48,7 @@ def start_choreographed_run(self: Task, run_id: str) -> None:
             choreography.place_order(run_id)
         except choreography.StartPending as exc:
             raise self.retry(
-                exc=exc, countdown=choreography.START_RETRY_SECONDS, max_retries=None
+                exc=exc, countdown=choreography.START_RETRY_SECONDS
             ) from exc
 
 

@@ -37,11 +37,15 @@ def overview(request: HttpRequest) -> HttpResponse:
         .annotate(n=Count("id"))
         .values_list("status", "n")
     )
+    # A run's needs_attention flag is separate from its status. Paused and
+    # compensation_failed runs carry it until an operator acts, however old
+    # they are. The needs_attention status is a Try-Confirm-Cancel outcome,
+    # which keeps its own tile among the last hour's statuses.
+    flagged = SagaRun.objects.filter(needs_attention=True)
     context = {
         "counts": [(status, counts.get(status, 0)) for status in RunStatus.values],
-        "attention": SagaRun.objects.filter(needs_attention=True).select_related(
-            "definition"
-        )[:10],
+        "attention_count": flagged.count(),
+        "attention": flagged.select_related("definition")[:10],
         "recent": SagaRun.objects.select_related("definition")[:10],
         "targets": Target.objects.count(),
         **attention_summary(),

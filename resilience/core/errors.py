@@ -18,6 +18,11 @@ class CallNotPermitted(Exception):
         self.state = state
         self.message = message
 
+    def __reduce__(self) -> tuple[type, tuple[str, str, str, str]]:
+        # Exception pickles only self.args (the message), and __init__ needs
+        # all four, so Celery's result backend and pickle would fail without it.
+        return type(self), (self.stage, self.target, self.state, self.message)
+
 
 class RetryLater(Exception):
     """The next retry must wait longer than `max_inline_wait`.
@@ -33,3 +38,8 @@ class RetryLater(Exception):
         self.delay = delay
         self.attempt = attempt
         self.last_error = last_error
+
+    def __reduce__(self) -> tuple[type, tuple[float, int, object]]:
+        # Exception pickles only self.args (the message), and __init__ needs
+        # the delay and the attempt.
+        return type(self), (self.delay, self.attempt, self.last_error)

@@ -239,3 +239,27 @@ def wait_for_duplicates(
             return consumers
         time.sleep(0.3)
     raise AssertionError(f"redelivery of {event_id} not consumed: {consumers}")
+
+
+def test_redeliver_sets_redelivered_at(stack: Stack) -> None:
+    run = stack.wait_for_run(stack.start_run(SAGA, order_input("sku-2"))["id"])
+    assert run["status"] == "completed", run
+    created = next(
+        event
+        for event in outbox_events(stack, run["id"])
+        if event["event_type"] == "OrderCreated"
+    )
+    assert created["redelivered_at"] is None
+
+    response = stack.post(f"/api/outbox/events/{created['event_id']}/redeliver/")
+    assert response.status_code == 202, response.text
+    stamped = response.json()["redelivered_at"]
+
+    assert stamped is not None
+    assert stamped >= created["sent_at"]
+    listed = next(
+        event
+        for event in outbox_events(stack, run["id"])
+        if event["event_id"] == created["event_id"]
+    )
+    assert listed["redelivered_at"] == stamped
