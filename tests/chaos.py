@@ -60,13 +60,12 @@ from controlplane.launcher import (
     free_port,
 )
 from controlplane.launcher import redis_url as find_redis
-from tests.stack import TERMINAL, fresh_database, redis_url_with_db
+from tests.stack import REDIS_DATABASES, TERMINAL, fresh_database, redis_url_with_db
 
 logger = logging.getLogger("tests.chaos")
 
 SERVICES = ["order", "inventory", "payment", "shipping"]
 PRODUCTS = ["sku-1", "sku-2", "sku-3", "sku-4", "sku-5"]
-REDIS_DATABASES = 16
 
 # Per service: the records path of GET /demo/<service>/<records>/<reference>/,
 # the status a completed run leaves and the statuses a compensated run may

@@ -4,15 +4,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
-from tests.stack import Stack, redis_url_with_db, running_stack
-
-# The suite's REDIS_URL database is left to the resilience core's tests; the
-# end-to-end stack uses the next database number on the same server.
-REDIS_DATABASES = 16
+from tests.stack import Stack, running_stack, suite_redis_url
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -33,16 +28,8 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The whole control plane, started once for the session's stack tests."""
-    base = os.environ.get("REDIS_URL")
-    if not base:
-        # The stack flushes its Redis database, so it never guesses one.
-        pytest.fail(
-            "REDIS_URL is not set: run the suite with `make test`, which finds "
-            "or starts a Redis, or set REDIS_URL to a Redis you may flush."
-        )
-    database = (int(urlsplit(base).path.strip("/") or 0) + 1) % REDIS_DATABASES
     tmp_dir: Path = tmp_path_factory.mktemp("stack")
-    with running_stack(tmp_dir, redis_url_with_db(base, database)) as running:
+    with running_stack(tmp_dir, suite_redis_url(1)) as running:
         yield running
 
 

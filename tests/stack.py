@@ -34,10 +34,34 @@ TERMINAL = {
 RELAY_CRASH_FILE = "crash-relay-before-publish"
 
 
+# Redis numbers its databases 0 to 15 unless configured otherwise.
+REDIS_DATABASES = 16
+
+
 def redis_url_with_db(url: str, database: int) -> str:
     """Return the same Redis server's URL with another database number."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, f"/{database}", "", ""))
+
+
+def suite_redis_url(offset: int) -> str:
+    """Return REDIS_URL with its database number raised by ``offset``.
+
+    The suite owns three databases: REDIS_URL's (the resilience core's
+    tests), the next one (the session's stack) and the one after (the
+    control planes that tests start of their own, one at a time). Numbers
+    wrap after 15, so REDIS_URL ending in /15 gives 15, 0 and 1. Every
+    stack flushes its database, so without REDIS_URL the test fails rather
+    than guess a Redis to flush.
+    """
+    base = os.environ.get("REDIS_URL")
+    if not base:
+        raise RuntimeError(
+            "REDIS_URL is not set: run the suite with `make test`, which finds "
+            "or starts a Redis, or set REDIS_URL to a Redis you may flush."
+        )
+    database = (int(urlsplit(base).path.strip("/") or 0) + offset) % REDIS_DATABASES
+    return redis_url_with_db(base, database)
 
 
 class Stack:

@@ -10,25 +10,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
 from controlplane.launcher import BASE_DIR, free_port
-from tests.conftest import REDIS_DATABASES
-from tests.stack import redis_url_with_db, running_stack
+from tests.stack import running_stack, suite_redis_url
 
 pytestmark = pytest.mark.stack
 
 NAMES = ("launcher", "web", "worker", "beat")
-
-
-def own_redis_url() -> str:
-    base = os.environ.get("REDIS_URL")
-    if not base:
-        pytest.fail("REDIS_URL is not set: run the suite with `make test`.")
-    database = (int(urlsplit(base).path.strip("/") or 0) + 2) % REDIS_DATABASES
-    return redis_url_with_db(base, database)
 
 
 def process_alive(pid: int) -> bool:
@@ -41,7 +31,7 @@ def process_alive(pid: int) -> bool:
 
 def test_pid_files_removed_on_stop(tmp_path: Path) -> None:
     pid_dir = tmp_path / "pids"
-    redis_url = own_redis_url()
+    redis_url = suite_redis_url(2)
 
     with running_stack(tmp_path, redis_url) as stack:
         pids = {name: int((pid_dir / f"{name}.pid").read_text()) for name in NAMES}

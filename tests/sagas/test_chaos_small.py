@@ -5,20 +5,18 @@ the test suite: 12 order sagas on 2 workers, at least 2 of them killed with
 SIGKILL mid-run, under random 503s and latency from the demo services.
 """
 
-import os
-
 import pytest
 
-from tests.chaos import ChaosOptions, own_redis_url, run_chaos
+from tests.chaos import ChaosOptions, run_chaos
+from tests.stack import suite_redis_url
 
 pytestmark = pytest.mark.stack
 
 
 def test_chaos_runs_end_balanced_once() -> None:
-    base = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     options = ChaosOptions(runs=12, workers=2, rate=2.0, min_kills=2, drain_timeout=75)
 
-    report = run_chaos(options, own_redis_url(base, None))
+    report = run_chaos(options, suite_redis_url(2))
 
     details = "\n".join(report.lines() + report.problems)
     assert report.runs == 12, details
