@@ -293,8 +293,14 @@ def data_dir_lock(data_dir: Path) -> Iterator[None]:
 
 
 def port_free(port: int) -> bool:
-    """Return whether nothing listens on 127.0.0.1 at the port."""
+    """Return whether nothing listens on 127.0.0.1 at the port.
+
+    SO_REUSEADDR makes connections of a stopped server that linger in
+    TIME_WAIT not count, as gunicorn binds with it too; a listener still
+    makes the bind fail.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
