@@ -8,8 +8,9 @@ class ControlPlaneConfig(AppConfig):
     def ready(self) -> None:
         from django.conf import settings
 
-        from controlplane import tracing
+        from controlplane import ownership, tracing
 
+        ownership.connect_worker_signals()
         # Runs once per process: configure() remembers the process id.
         if settings.TRACING_ENABLED:
             tracing.configure()

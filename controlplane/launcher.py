@@ -35,6 +35,8 @@ from pathlib import Path
 
 import redis
 
+from controlplane.ownership import EXIT_REDIS_IN_USE
+
 logger = logging.getLogger("controlplane.launcher")
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -366,6 +368,15 @@ def _supervise(commands: dict[str, list[str]], env: dict[str, str], port: int) -
             for name, process in list(processes.items()):
                 if process.poll() is None:
                     continue
+                if process.returncode == EXIT_REDIS_IN_USE:
+                    logger.error(
+                        "%s exited: REDIS_URL %s is in use by another control "
+                        "plane (its log says which); stopping",
+                        name,
+                        env["REDIS_URL"],
+                    )
+                    stopping, status = True, 1
+                    break
                 if not _may_restart(name, restarts[name]):
                     logger.error(
                         "%s exited with %s; stopping", name, process.returncode
