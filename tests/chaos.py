@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import redis
 import requests
 
 from controlplane.launcher import (
@@ -60,7 +59,13 @@ from controlplane.launcher import (
     free_port,
 )
 from controlplane.launcher import redis_url as find_redis
-from tests.stack import REDIS_DATABASES, TERMINAL, fresh_database, redis_url_with_db
+from tests.stack import (
+    REDIS_DATABASES,
+    TERMINAL,
+    flush_unused,
+    fresh_database,
+    redis_url_with_db,
+)
 
 logger = logging.getLogger("tests.chaos")
 
@@ -280,7 +285,7 @@ def isolated_cluster(
     The data folder is removed afterwards unless ``keep`` is set or the
     block raised, so the logs of a failed run stay for inspection.
     """
-    redis.Redis.from_url(redis_url).flushdb()
+    flush_unused(redis_url)
     data_dir = Path(tempfile.mkdtemp(prefix="chaos-", dir=_scratch_dir()))
     port = free_port()
     env = {

@@ -64,6 +64,35 @@ def suite_redis_url(offset: int) -> str:
     return redis_url_with_db(base, database)
 
 
+# Commands a Celery worker blocks in while it waits for a task.
+CONSUMER_COMMANDS = {"brpop", "blpop", "bzpopmin"}
+
+
+def flush_unused(redis_url: str) -> None:
+    """Empty the Redis database, unless a worker of another process uses it.
+
+    A worker still blocked on the database's queue belongs to a control
+    plane that is running (a killed one's connections are closed), whose
+    queue and state the flush would destroy and whose worker would then
+    take this stack's tasks.
+    """
+    client = redis.Redis.from_url(redis_url)
+    database = client.connection_pool.connection_kwargs.get("db", 0)
+    consumers = [
+        entry
+        for entry in client.client_list()
+        if str(entry.get("db")) == str(database)
+        and entry.get("cmd") in CONSUMER_COMMANDS
+    ]
+    if consumers:
+        raise RuntimeError(
+            f"Redis database {database} at {redis_url} has {len(consumers)} "
+            "consumer(s) waiting on a queue, so a control plane runs on it; "
+            "stop it or set REDIS_URL to another database."
+        )
+    client.flushdb()
+
+
 class Stack:
     """A running control plane and an API session logged in as the demo user."""
 
@@ -178,7 +207,7 @@ def running_stack(
 
     ``extra_env`` adds settings for this stack only, such as a crash point.
     """
-    redis.Redis.from_url(redis_url).flushdb()
+    flush_unused(redis_url)
     with fresh_database() as database_url:
         env = {
             **os.environ,
