@@ -164,9 +164,11 @@ class OutboxEvent(models.Model):
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField()
     sent_at = models.DateTimeField(null=True, blank=True)
-    # When it was last published again, by an operator or by the relay. The
-    # relay also sets it when it finds that every subscriber consumed it.
+    # When it was last published again, by an operator or by the relay.
     redelivered_at = models.DateTimeField(null=True, blank=True)
+    # When the relay last looked for subscribers that had not consumed it,
+    # so that it looks at most once per OUTBOX_REDELIVER_AFTER_SECONDS.
+    consumption_checked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]

@@ -194,7 +194,8 @@ def redeliver_unconsumed(now: datetime | None = None) -> int:
     after = timedelta(seconds=settings.OUTBOX_REDELIVER_AFTER_SECONDS)
     oldest = now - timedelta(seconds=settings.CHOREOGRAPHY_RUN_DEADLINE_SECONDS)
     candidates = OutboxEvent.objects.filter(
-        Q(redelivered_at__isnull=True) | Q(redelivered_at__lt=now - after),
+        Q(consumption_checked_at__isnull=True)
+        | Q(consumption_checked_at__lt=now - after),
         status=OutboxEvent.Status.SENT,
         sent_at__lt=now - after,
         created_at__gte=oldest,
@@ -208,8 +209,7 @@ def redeliver_unconsumed(now: datetime | None = None) -> int:
         )
         missing = [s for s in subscribers_of(event.event_type) if s not in consumed]
         if not missing:
-            # Stamped anyway, so each event is checked once per interval.
-            OutboxEvent.objects.filter(pk=event.pk).update(redelivered_at=now)
+            OutboxEvent.objects.filter(pk=event.pk).update(consumption_checked_at=now)
             continue
         logger.warning(
             "event=%s %s not consumed by %s after %ss; publishing again",
@@ -226,7 +226,7 @@ def redeliver_unconsumed(now: datetime | None = None) -> int:
 def redeliver(
     event: OutboxEvent, subscribers: list[str], now: datetime | None = None
 ) -> None:
-    """Publish a sent event again to ``subscribers`` and set its ``redelivered_at``.
+    """Publish a sent event again to ``subscribers`` and stamp it redelivered.
 
     The relay's redelivery and an operator's share it. Because the relay
     skips events redelivered within ``OUTBOX_REDELIVER_AFTER_SECONDS``, an
@@ -234,8 +234,10 @@ def redeliver(
     """
     now = now or timezone.now()
     publish(event, subscribers)
-    OutboxEvent.objects.filter(pk=event.pk).update(redelivered_at=now)
-    event.redelivered_at = now
+    OutboxEvent.objects.filter(pk=event.pk).update(
+        redelivered_at=now, consumption_checked_at=now
+    )
+    event.redelivered_at = event.consumption_checked_at = now
 
 
 def purge_old_events(now: datetime | None = None) -> int:

@@ -161,3 +161,27 @@ def test_purge_keeps_unsent_and_recent() -> None:
     remaining = set(OutboxEvent.objects.values_list("pk", flat=True))
     assert remaining == {unsent.pk, recent.pk}
     assert not InboxEvent.objects.exists()
+
+
+def test_consumed_event_is_not_marked_redelivered(broker: redis.Redis) -> None:
+    now = timezone.now()
+    after = timedelta(seconds=settings.OUTBOX_REDELIVER_AFTER_SECONDS)
+    event = stored_event(
+        status=OutboxEvent.Status.SENT,
+        created_at=now - after * 2,
+        sent_at=now - after * 2,
+    )
+    for consumer in outbox.subscribers_of(event.event_type):
+        InboxEvent.objects.create(
+            consumer=consumer,
+            event_id=event.event_id,
+            event_type=event.event_type,
+            correlation_id=event.correlation_id,
+        )
+
+    assert outbox.redeliver_unconsumed(now) == 0
+
+    event.refresh_from_db()
+    assert event.redelivered_at is None
+    assert event.consumption_checked_at == now
+    assert queued(broker) == 0
