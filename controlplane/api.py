@@ -71,6 +71,22 @@ class CheckedLimitOffsetPagination(LimitOffsetPagination):
         return super().paginate_queryset(queryset, request, view)
 
 
+class StrictCharField(serializers.CharField):
+    """A text field that rejects JSON numbers and booleans.
+
+    DRF's CharField turns ``5`` into ``"5"``, so a client that sends the
+    wrong type would never learn it; this one answers 400 with the rule
+    ``not_a_string``.
+    """
+
+    default_error_messages = {"not_a_string": "Must be a string, not {kind}."}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("not_a_string", kind=type(data).__name__)
+        return str(super().to_internal_value(data))
+
+
 class RejectUnknownFieldsMixin(serializers.Serializer):
     """Reject request fields that the serializer does not define."""
 

@@ -19,8 +19,10 @@ from typing import Any
 
 from rest_framework import serializers
 
+from controlplane.api import StrictCharField
+
 FIELD_TYPES: dict[str, type[serializers.Field]] = {
-    "string": serializers.CharField,
+    "string": StrictCharField,
     "integer": serializers.IntegerField,
     "decimal": serializers.DecimalField,
     "boolean": serializers.BooleanField,

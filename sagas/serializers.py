@@ -8,7 +8,7 @@ from django.db.models import F
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
 
-from controlplane.api import RejectUnknownFieldsMixin
+from controlplane.api import RejectUnknownFieldsMixin, StrictCharField
 from sagas.checks import Problem, input_schema_problems, step_problems
 from sagas.models import (
     RunEvent,
@@ -358,6 +358,6 @@ class RunFilterSerializer(serializers.Serializer):
 
 
 class ResolveSerializer(serializers.Serializer):
-    note = serializers.CharField(
+    note = StrictCharField(
         max_length=2000, help_text="How the run was resolved; kept in its history."
     )

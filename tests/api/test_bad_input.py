@@ -148,3 +148,21 @@ def test_oversized_body_is_413_problem(
     assert response.json()["code"] == "body_too_large"
     assert "at most 1000 bytes" in response.json()["detail"]
     assert SagaRun.objects.count() == 0
+
+
+def test_number_for_text_input_is_rejected(
+    operator_client: APIClient, order_saga: SagaDefinition
+) -> None:
+    response = operator_client.post(
+        "/api/runs/",
+        {"saga": "order", "input": {**VALID, "customer_id": 5}},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="number-for-text",
+    )
+
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert error["field"] == "input.customer_id"
+    assert error["code"] == "not_a_string"
+    assert error["value"] == 5
+    assert not SagaRun.objects.exists()

@@ -61,6 +61,25 @@ def test_resolve_requires_note(operator_client: APIClient, run: SagaRun) -> None
     assert resolved.json()["needs_attention"] is False
 
 
+def test_resolve_rejects_number_note(operator_client: APIClient, run: SagaRun) -> None:
+    SagaRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.COMPENSATION_FAILED, needs_attention=True
+    )
+
+    response = post(operator_client, run, "resolve", {"note": 5})
+
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert error == {
+        "field": "note",
+        "code": "not_a_string",
+        "message": "Must be a string, not int.",
+        "value": 5,
+    }
+    run.refresh_from_db()
+    assert run.needs_attention is True
+
+
 def test_unknown_run_is_404(operator_client: APIClient, order_saga: Any) -> None:
     response = operator_client.post(
         "/api/runs/00000000-0000-0000-0000-000000000000/cancel/"
