@@ -88,17 +88,35 @@ class StrictCharField(serializers.CharField):
 
 
 class RejectUnknownFieldsMixin(serializers.Serializer):
-    """Reject request fields that the serializer does not define."""
+    """Reject request fields that the serializer does not accept.
+
+    Unknown fields are reported together with the other fields' errors, so
+    one response names every problem of the body. ``accepted_fields``, when
+    set, narrows the accepted names to fewer than the declared fields, for
+    example to leave out read-only ones.
+    """
+
+    accepted_fields: frozenset[str] | None = None
 
     def to_internal_value(self, data: Any) -> Any:
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise ValidationError(
-                    {name: ["This field is not known."] for name in unknown},
-                    code="unknown_field",
-                )
-        return super().to_internal_value(data)
+        accepted = self.accepted_fields or set(self.fields)
+        unknown = sorted(set(data) - accepted) if isinstance(data, dict) else []
+        errors = {
+            name: [ErrorDetail("This field is not known.", code="unknown_field")]
+            for name in unknown
+        }
+        try:
+            value = super().to_internal_value(data)
+        except ValidationError as exc:
+            if not errors:
+                raise
+            detail = exc.detail
+            if not isinstance(detail, dict):
+                detail = {"non_field_errors": detail}
+            raise ValidationError({**detail, **errors}) from exc
+        if errors:
+            raise ValidationError(errors)
+        return value
 
 
 def check_query_params(request: Any, allowed: set[str]) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 from django.core.validators import RegexValidator
 from rest_framework import serializers
 
+from controlplane.api import RejectUnknownFieldsMixin
 from demo.models import FaultSetting, Order, Payment, Reservation, Shipment
 
 REFERENCE_MAX_LENGTH = 64
@@ -47,7 +48,7 @@ class ReferenceSerializer(serializers.Serializer):
     reference = reference_field()
 
 
-class CreateOrderSerializer(serializers.Serializer):
+class CreateOrderSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     reference = reference_field()
     customer_id = id_field()
     product_id = id_field()
@@ -55,19 +56,19 @@ class CreateOrderSerializer(serializers.Serializer):
     amount = amount_field()
 
 
-class ReserveSerializer(serializers.Serializer):
+class ReserveSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     reference = reference_field()
     product_id = id_field()
     quantity = quantity_field()
 
 
-class ChargeSerializer(serializers.Serializer):
+class ChargeSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     reference = reference_field()
     customer_id = id_field()
     amount = amount_field()
 
 
-class ScheduleShipmentSerializer(serializers.Serializer):
+class ScheduleShipmentSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     reference = reference_field()
     customer_id = id_field()
     product_id = id_field()
@@ -129,7 +130,7 @@ class RateField(serializers.FloatField):
         return value
 
 
-class FaultSettingSerializer(serializers.ModelSerializer):
+class FaultSettingSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
     """A service's injected faults: share of 503 failures and added latency."""
 
     error_rate = RateField(
@@ -143,20 +144,9 @@ class FaultSettingSerializer(serializers.ModelSerializer):
         help_text="Delay added before each request, in milliseconds.",
     )
 
+    accepted_fields = frozenset({"error_rate", "latency_ms"})
+
     class Meta:
         model = FaultSetting
         fields = ["service", "error_rate", "latency_ms", "updated_at"]
         read_only_fields = ["service", "updated_at"]
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        writable = {"error_rate", "latency_ms"}
-        unknown = sorted(set(self.initial_data) - writable)
-        if unknown:
-            raise serializers.ValidationError(
-                {
-                    name: ["Unknown field: only error_rate and latency_ms can be set."]
-                    for name in unknown
-                },
-                code="unknown_field",
-            )
-        return attrs

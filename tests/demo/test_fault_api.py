@@ -134,3 +134,15 @@ def test_unknown_field_400(operator_client: APIClient) -> None:
     assert error["field"] == "timeout"
     assert error["code"] == "unknown_field"
     assert error["value"] == 5
+
+
+def test_put_names_unknown_and_missing_fields(operator_client: APIClient) -> None:
+    response = operator_client.put("/api/faults/order/", {"foo": 1}, format="json")
+
+    assert response.status_code == 400
+    errors = {e["field"]: e["code"] for e in response.json()["errors"]}
+    assert errors == {
+        "foo": "unknown_field",
+        "error_rate": "required",
+        "latency_ms": "required",
+    }

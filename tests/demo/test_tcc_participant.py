@@ -132,3 +132,16 @@ def test_try_body_validated(client: APIClient) -> None:
     error = response.json()["errors"][0]
     assert error["field"] == "quantity"
     assert error["value"] == 0
+
+
+@pytest.mark.parametrize("service", sorted(TRIES))
+def test_try_with_unknown_field_rejected(client: APIClient, service: str) -> None:
+    path, body = TRIES[service]
+
+    response = post(client, path, {**body, "evil": 1}, key="k-evil")
+
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert error["field"] == "evil"
+    assert error["code"] == "unknown_field"
+    assert state(client, service)["tcc_branches"]["tried"] == 0
