@@ -79,6 +79,11 @@ def _participant_problems(
 ) -> list[Problem]:
     problems = target_problems(at, spec.get("target"), http=True)
     for phase in PHASES:
+        if phase not in spec:
+            problems.append(
+                Problem(f"{at}.{phase}", "required", "This field is required.")
+            )
+            continue
         problems.extend(call_problems(f"{at}.{phase}", spec.get(phase)))
         problems.extend(
             placeholder_problems(f"{at}.{phase}", spec.get(phase), input_names, set())

@@ -43,9 +43,10 @@ def test_missing_phase_named(operator_client: APIClient) -> None:
     response = post(operator_client, body)
 
     assert response.status_code == 400, response.content
-    error = response.json()["errors"][0]
+    [error] = response.json()["errors"]
     assert error["field"] == "steps.1.confirm"
-    assert "Must be an object" in error["message"]
+    assert error["code"] == "required"
+    assert error["message"] == "This field is required."
 
 
 def test_bad_method_names_value(operator_client: APIClient) -> None:
