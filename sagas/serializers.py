@@ -321,8 +321,26 @@ class SagaRunListSerializer(serializers.ModelSerializer):
         ]
 
 
+class SagaNameField(serializers.SlugRelatedField):
+    """A saga definition by name; a name that is not a string is rejected.
+
+    SlugRelatedField would look up any JSON value and echo it back in
+    Python's notation.
+    """
+
+    default_error_messages = {
+        **serializers.SlugRelatedField.default_error_messages,
+        "not_a_string": "Must be a saga name (a string), not {kind}.",
+    }
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str):
+            self.fail("not_a_string", kind=type(data).__name__)
+        return super().to_internal_value(data)
+
+
 class StartRunSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
-    saga = serializers.SlugRelatedField(
+    saga = SagaNameField(
         slug_field="name",
         queryset=SagaDefinition.objects.all(),
         help_text="Name of the saga definition to run.",

@@ -166,3 +166,21 @@ def test_number_for_text_input_is_rejected(
     assert error["code"] == "not_a_string"
     assert error["value"] == 5
     assert not SagaRun.objects.exists()
+
+
+def test_saga_name_of_wrong_type_is_rejected(
+    operator_client: APIClient, order_saga: SagaDefinition
+) -> None:
+    response = operator_client.post(
+        "/api/runs/",
+        {"saga": {"a": 1}, "input": VALID},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="saga-object",
+    )
+
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert error["field"] == "saga"
+    assert error["code"] == "not_a_string"
+    assert error["message"] == "Must be a saga name (a string), not dict."
+    assert error["value"] == {"a": 1}
