@@ -1,5 +1,7 @@
 """URL map: dashboard pages, the REST API under /api/, the demo services."""
 
+from typing import Any
+
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -42,6 +44,21 @@ api_patterns = [
     ),
     *router.urls,
 ]
+
+
+def _api_links(patterns: list[Any]) -> dict[str, str]:
+    """Map each parameterless route under /api/ to its URL name."""
+    links = {}
+    for pattern in patterns:
+        route = str(pattern.pattern)
+        if pattern.name and "<" not in route:
+            # Router routes are regular expressions such as ^runs/$.
+            links[route.strip("^$/")] = pattern.name
+    return links
+
+
+views.ApiRootView.links = _api_links(api_patterns)
+api_patterns.insert(0, path("", views.ApiRootView.as_view(), name="api-root"))
 
 urlpatterns = [
     path("", include(saga_urls.urlpatterns)),

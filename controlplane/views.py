@@ -5,6 +5,7 @@ from typing import Any
 from django.contrib.auth import views as auth_views
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
+from django.urls import reverse
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.authtoken.models import Token
@@ -49,3 +50,30 @@ def healthz(request: HttpRequest) -> JsonResponse:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return JsonResponse({"status": "ok"})
+
+
+class ApiRootView(APIView):
+    """List the API's collections, so a client can start from /api/.
+
+    Open to anyone, like the schema: it holds links only, and the token
+    endpoint it names is how a client logs in.
+    """
+
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+    # Filled by controlplane.urls: link name to URL name, for the routes
+    # under /api/ that take no path parameter.
+    links: dict[str, str] = {}
+
+    @extend_schema(
+        responses=inline_serializer(
+            "ApiRoot", {"links": serializers.DictField(child=serializers.URLField())}
+        ),
+        summary="List the API's collections and documents.",
+    )
+    def get(self, request: Request) -> Response:
+        links = {
+            name: request.build_absolute_uri(reverse(url_name))
+            for name, url_name in self.links.items()
+        }
+        return Response({"links": links})
