@@ -209,7 +209,10 @@ def _advance(run: SagaRun, message: dict[str, Any]) -> None:
     reason = f"{message['event_type']} from {message['service']}"
     error = message["payload"].get("reason") or ""
     if run.status in TERMINAL_RUN_STATUSES:
-        logger.info("run=%s is %s; %s only recorded", run.pk, run.status, reason)
+        if _contradicts(run.status, message["event_type"]):
+            _flag_late_event(run, reason)
+        else:
+            logger.info("run=%s is %s; %s only recorded", run.pk, run.status, reason)
         return
     for expected, new in PATHS.get(message["event_type"], []):
         fields: dict[str, Any] = {}
@@ -220,6 +223,32 @@ def _advance(run: SagaRun, message: dict[str, Any]) -> None:
         if new in FINISHING:
             fields["finished_at"] = timezone.now()
         transition_run(run.pk, [expected], new, reason, **fields)
+
+
+def _contradicts(status: str, event_type: str) -> bool:
+    """Say whether an event would have led a finished run elsewhere.
+
+    A failure or a cancel after ``completed``, or a confirmation after
+    ``compensated``, means the services and the run disagree: an event
+    was late past the run's deadline, or a service acted twice.
+    """
+    leads_to = {new for _, new in PATHS.get(event_type, [])}
+    if status == RunStatus.COMPLETED:
+        return RunStatus.COMPENSATING in leads_to
+    if status == RunStatus.COMPENSATED:
+        return RunStatus.COMPLETED in leads_to
+    return False
+
+
+def _flag_late_event(run: SagaRun, reason: str) -> None:
+    """Keep the run's status, flag it for an operator and say why."""
+    now = timezone.now()
+    note = f"{reason} arrived after the run was {run.status}; check the services"
+    SagaRun.objects.filter(pk=run.pk).update(needs_attention=True, updated_at=now)
+    RunStatusChange.objects.create(
+        run_id=run.pk, from_status=run.status, to_status=run.status, at=now, reason=note
+    )
+    logger.warning("run=%s %s", run.pk, note)
 
 
 def _run_id(value: str) -> uuid.UUID | None:

@@ -73,8 +73,32 @@ def test_late_event_never_moves_back(run: SagaRun) -> None:
 
     run.refresh_from_db()
     assert run.status == RunStatus.COMPLETED
-    assert history(run) == ["running", "completed"]
+    assert history(run) == ["running", "completed", "completed"]
     assert run.events.count() == 2
+
+
+def test_contradicting_late_event_flags_run(run: SagaRun) -> None:
+    choreography.record_event(message(run, "OrderConfirmed"))
+    choreography.record_event(message(run, "OrderCancelled"))
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.COMPLETED
+    assert run.needs_attention is True
+    last = run.status_changes.order_by("at", "id").last()
+    assert last is not None
+    assert last.reason == (
+        "OrderCancelled from order arrived after the run was completed; "
+        "check the services"
+    )
+
+
+def test_agreeing_late_event_only_recorded(run: SagaRun) -> None:
+    choreography.record_event(message(run, "OrderConfirmed"))
+    choreography.record_event(message(run, "OrderCreated"))
+
+    run.refresh_from_db()
+    assert run.needs_attention is False
+    assert history(run) == ["running", "completed"]
 
 
 def test_event_for_unknown_run_ignored(run: SagaRun) -> None:
