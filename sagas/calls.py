@@ -15,7 +15,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from controlplane.idempotency import record_downstream_key
@@ -23,6 +22,7 @@ from resilience import services as resilience
 from resilience.core import RetryLater, current_attempt
 from resilience.models import Target
 from resilience.services import AttemptRecord, HttpOutcome, http_call
+from sagas import statements
 from sagas.definitions import TemplateError, render
 from sagas.models import SagaRun, StepAttempt, StepRun
 from sagas.registry import StepRejected, lookup
@@ -314,11 +314,10 @@ def record(step: StepRun, part: str, sent: Sent) -> None:
         for record in outcome.attempts
     ]
     field = "attempts" if part == "action" else "compensation_attempts"
-    changes = {**exchange}
+    changes: dict[str, Any] = {**exchange}
     if rows:
-        changes[field] = F(field) + len(rows)
-    with transaction.atomic():
-        if rows:
-            StepAttempt.objects.bulk_create(rows)
+        changes[field] = statements.Add(len(rows))
+    with transaction.atomic(savepoint=False):
+        statements.insert(rows)
         if changes:
-            StepRun.objects.filter(pk=step.pk).update(**changes)
+            statements.update(StepRun, {"pk": step.pk}, changes)
