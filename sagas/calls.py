@@ -295,7 +295,19 @@ def _store_exchange(
 
 
 def record(step: StepRun, part: str, sent: Sent) -> None:
-    """Store the attempts and what went out and came back, in one UPDATE."""
+    """Store the attempts and what went out and came back."""
+    with transaction.atomic(savepoint=False):
+        changes = store_attempts(step, part, sent)
+        if changes:
+            statements.update(StepRun, {"pk": step.pk}, changes)
+
+
+def store_attempts(step: StepRun, part: str, sent: Sent) -> dict[str, Any]:
+    """Insert the attempt rows and return the step's fields that go with them.
+
+    The fields are what went out and came back and the raised attempt
+    count, for the caller to write with the step's new status in one UPDATE.
+    """
     outcome, exchange = sent.outcome, sent.exchange
     kind = (
         StepAttempt.Kind.ACTION if part == "action" else StepAttempt.Kind.COMPENSATION
@@ -313,11 +325,9 @@ def record(step: StepRun, part: str, sent: Sent) -> None:
         )
         for record in outcome.attempts
     ]
+    statements.insert(rows)
     field = "attempts" if part == "action" else "compensation_attempts"
     changes: dict[str, Any] = {**exchange}
     if rows:
         changes[field] = statements.Add(len(rows))
-    with transaction.atomic(savepoint=False):
-        statements.insert(rows)
-        if changes:
-            statements.update(StepRun, {"pk": step.pk}, changes)
+    return changes

@@ -36,7 +36,7 @@ from controlplane import metrics, tracing
 from resilience.core import RetryLater
 from resilience.services import HttpOutcome
 from sagas import leases, statements
-from sagas.calls import Sent, perform, record, send
+from sagas.calls import Sent, perform, send, store_attempts
 from sagas.definitions import validate_input
 from sagas.models import (
     RunStatus,
@@ -339,7 +339,7 @@ def _wait_for_retry(run: SagaRun, step: StepRun, token: int, sent: Sent) -> None
     it on time; the sweeper wakes it when that message is lost or the wait
     is longer than ``SAGA_COUNTDOWN_LIMIT``.
     """
-    record(step, "action", sent)
+    recorded = store_attempts(step, "action", sent)
     outcome = sent.outcome
     later = outcome.retry_later
     assert later is not None
@@ -352,6 +352,7 @@ def _wait_for_retry(run: SagaRun, step: StepRun, token: int, sent: Sent) -> None
         StepStatus.WAITING,
         reason,
         token=token,
+        **recorded,
         error=reason,
         lease_expires_at=wake_at,
         resume_attempt=later.attempt,
@@ -360,7 +361,7 @@ def _wait_for_retry(run: SagaRun, step: StepRun, token: int, sent: Sent) -> None
         **unknown,
     )
     if not stored:
-        _log_stale(run, step, token)
+        _reject_stale(run, step, token, recorded)
         return
     logger.info("run=%s step=%s waiting: %s", run.pk, step.name, reason)
     if later.delay <= settings.SAGA_COUNTDOWN_LIMIT:
@@ -389,7 +390,7 @@ def _finish_step_succeeded(
     worker lost after it, before the next step starts, leaves a run the
     sweeper finds idle and moves on.
     """
-    record(step, "action", sent)
+    recorded = store_attempts(step, "action", sent)
     outcome = sent.outcome
     stored = transition_step(
         step,
@@ -397,6 +398,7 @@ def _finish_step_succeeded(
         StepStatus.SUCCEEDED,
         "action succeeded",
         token=token,
+        **recorded,
         finished_at=timezone.now(),
         output=outcome.body,
         error="",
@@ -405,7 +407,7 @@ def _finish_step_succeeded(
         resume_delay=None,
     )
     if not stored:
-        _log_stale(run, step, token)
+        _reject_stale(run, step, token, recorded)
         return None
 
     next_index = step.index + 1
@@ -430,7 +432,7 @@ def _finish_step_succeeded(
 
 @transaction.atomic
 def _finish_step_failed(run: SagaRun, step: StepRun, token: int, sent: Sent) -> None:
-    record(step, "action", sent)
+    recorded = store_attempts(step, "action", sent)
     outcome = sent.outcome
     reason = failure_reason(outcome)
     stored = transition_step(
@@ -439,6 +441,7 @@ def _finish_step_failed(run: SagaRun, step: StepRun, token: int, sent: Sent) -> 
         StepStatus.FAILED,
         reason[:4000],
         token=token,
+        **recorded,
         finished_at=timezone.now(),
         error=reason[:4000],
         # An earlier claim's worker may have sent the request before it was
@@ -452,10 +455,19 @@ def _finish_step_failed(run: SagaRun, step: StepRun, token: int, sent: Sent) -> 
         resume_delay=None,
     )
     if not stored:
-        _log_stale(run, step, token)
+        _reject_stale(run, step, token, recorded)
         return
     logger.info("run=%s step=%s failed: %s", run.pk, step.name, reason)
     _after_failure(run, step, f"step {step.name} failed", error=reason[:4000])
+
+
+def _reject_stale(
+    run: SagaRun, step: StepRun, token: int, recorded: dict[str, Any]
+) -> None:
+    """Keep a superseded claim's exchange and attempt count, and log it."""
+    if recorded:
+        statements.update(StepRun, {"pk": step.pk}, recorded)
+    _log_stale(run, step, token)
 
 
 def _log_stale(run: SagaRun, step: StepRun, token: int) -> None:
