@@ -15,7 +15,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from controlplane.idempotency import record_downstream_key
@@ -23,6 +22,7 @@ from resilience import services as resilience
 from resilience.core import RetryLater, current_attempt
 from resilience.models import Target
 from resilience.services import AttemptRecord, HttpOutcome, http_call
+from sagas import statements
 from sagas.definitions import TemplateError, render
 from sagas.models import SagaRun, StepAttempt, StepRun
 from sagas.registry import StepRejected, lookup
@@ -295,7 +295,19 @@ def _store_exchange(
 
 
 def record(step: StepRun, part: str, sent: Sent) -> None:
-    """Store the attempts and what went out and came back, in one UPDATE."""
+    """Store the attempts and what went out and came back."""
+    with transaction.atomic(savepoint=False):
+        changes = store_attempts(step, part, sent)
+        if changes:
+            statements.update(StepRun, {"pk": step.pk}, changes)
+
+
+def store_attempts(step: StepRun, part: str, sent: Sent) -> dict[str, Any]:
+    """Insert the attempt rows and return the step's fields that go with them.
+
+    The fields are what went out and came back and the raised attempt
+    count, for the caller to write with the step's new status in one UPDATE.
+    """
     outcome, exchange = sent.outcome, sent.exchange
     kind = (
         StepAttempt.Kind.ACTION if part == "action" else StepAttempt.Kind.COMPENSATION
@@ -313,12 +325,9 @@ def record(step: StepRun, part: str, sent: Sent) -> None:
         )
         for record in outcome.attempts
     ]
+    statements.insert(rows)
     field = "attempts" if part == "action" else "compensation_attempts"
-    changes = {**exchange}
+    changes: dict[str, Any] = {**exchange}
     if rows:
-        changes[field] = F(field) + len(rows)
-    with transaction.atomic():
-        if rows:
-            StepAttempt.objects.bulk_create(rows)
-        if changes:
-            StepRun.objects.filter(pk=step.pk).update(**changes)
+        changes[field] = statements.Add(len(rows))
+    return changes

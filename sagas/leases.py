@@ -27,6 +27,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
+from sagas import statements
 from sagas.models import StepRun, StepStatusChange
 
 logger = logging.getLogger(__name__)
@@ -42,37 +43,52 @@ def claim(
     new_status: str,
     counter: str,
     reason: str,
+    ready: str | None = None,
     **fields: Any,
 ) -> tuple[int | None, str | None]:
     """Claim a step by compare-and-set and return (token, previous status).
 
-    ``claimable`` selects the statuses the claim may start from. ``counter``
-    is the claims field to raise (``action_claims`` or
-    ``compensation_claims``). Returns ``(None, status)`` when the step has
-    already been claimed as often as ``SAGA_MAX_CLAIMS`` allows, and
+    ``claimable`` selects the statuses the claim may start from; ``ready``
+    may name one of them that needs no further condition (``pending`` for
+    an action). ``counter`` is the claims field to raise (``action_claims``
+    or ``compensation_claims``). Returns ``(None, status)`` when the step
+    has already been claimed as often as ``SAGA_MAX_CLAIMS`` allows, and
     ``(None, None)`` when it is not claimable at all.
 
     The first try assumes the step is still as the caller loaded it: one
     UPDATE on that status and token, with no read before or after. Only
     when it changes no row is the step read again, to try once more or to
-    tell why not.
+    tell why not. From the ``ready`` status that UPDATE is built without
+    the ORM, as it is on every step of a run.
     """
     now = timezone.now()
     expires = now + lease_duration()
-    changes = {
-        "status": new_status,
-        "lease_token": F("lease_token") + 1,
-        "lease_expires_at": expires,
-        counter: F(counter) + 1,
-        **fields,
-    }
-    below_limit = Q(**{f"{counter}__lt": settings.SAGA_MAX_CLAIMS})
+    limit = {f"{counter}__lt": settings.SAGA_MAX_CLAIMS}
 
     def update(status: str, token: int) -> bool:
+        if status == ready:
+            changes = {
+                "status": new_status,
+                "lease_token": statements.Add(1),
+                "lease_expires_at": expires,
+                counter: statements.Add(1),
+                **fields,
+            }
+            filters = {"pk": step.pk, "status": status, "lease_token": token}
+            return statements.update(StepRun, {**filters, **limit}, changes) == 1
         rows = StepRun.objects.filter(
-            claimable, below_limit, pk=step.pk, status=status, lease_token=token
+            claimable, Q(**limit), pk=step.pk, status=status, lease_token=token
         )
-        return rows.update(**changes) == 1
+        return (
+            rows.update(
+                status=new_status,
+                lease_token=F("lease_token") + 1,
+                lease_expires_at=expires,
+                **{counter: F(counter) + 1},
+                **fields,
+            )
+            == 1
+        )
 
     with transaction.atomic(savepoint=False):
         previous = str(step.status)
@@ -85,8 +101,16 @@ def claim(
                 return None, previous
             if not update(previous, step.lease_token):
                 return None, None
-        StepStatusChange.objects.create(
-            step=step, from_status=previous, to_status=new_status, at=now, reason=reason
+        statements.insert(
+            [
+                StepStatusChange(
+                    step_id=step.pk,
+                    from_status=previous,
+                    to_status=new_status,
+                    at=now,
+                    reason=reason,
+                )
+            ]
         )
     # Match the instance to what the UPDATE wrote to the row.
     step.status = new_status

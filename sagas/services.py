@@ -35,8 +35,8 @@ from django.utils import timezone
 from controlplane import metrics, tracing
 from resilience.core import RetryLater
 from resilience.services import HttpOutcome
-from sagas import leases
-from sagas.calls import Sent, perform, record, send
+from sagas import leases, statements
+from sagas.calls import Sent, perform, send, store_attempts
 from sagas.definitions import validate_input
 from sagas.models import (
     RunStatus,
@@ -67,9 +67,11 @@ def start_run(definition: SagaDefinition, data: Any, user: Any = None) -> SagaRu
     # open their spans under the traceparent stored on the run.
     with tracing.run_span(definition.name) as trace_fields, transaction.atomic():
         run = create_run(definition, cleaned, user, trace_fields, "run created")
-        StepRun.objects.bulk_create(
-            StepRun(run=run, index=index, name=step["name"], target=step["target"])
-            for index, step in enumerate(definition.steps)
+        statements.insert(
+            [
+                StepRun(run=run, index=index, name=step["name"], target=step["target"])
+                for index, step in enumerate(definition.steps)
+            ]
         )
         transaction.on_commit(lambda: enqueue_step(run.pk, 0))
 
@@ -89,20 +91,25 @@ def create_run(
     Call it inside the run's span and a transaction, which the caller
     completes with the run's steps or phases.
     """
-    run = SagaRun.objects.create(
+    run = SagaRun(
         definition=definition,
         steps_snapshot=definition.steps,
         input=cleaned,
         created_by=user if user is not None and user.is_authenticated else None,
         **trace_fields,
     )
+    statements.insert([run])
     tracing.set_span_run_id(run.pk)
-    RunStatusChange.objects.create(
-        run=run,
-        from_status="",
-        to_status=RunStatus.PENDING,
-        at=timezone.now(),
-        reason=reason,
+    statements.insert(
+        [
+            RunStatusChange(
+                run=run,
+                from_status="",
+                to_status=RunStatus.PENDING,
+                at=timezone.now(),
+                reason=reason,
+            )
+        ]
     )
     return run
 
@@ -122,16 +129,32 @@ def transition_run(
             )
         if current not in expected:
             return False
-        changed = SagaRun.objects.filter(pk=run_id, status=current).update(
-            status=new, updated_at=now, **fields
+        changed = statements.update(
+            SagaRun,
+            {"pk": run_id, "status": current},
+            {"status": new, "updated_at": now, **fields},
         )
         if changed != 1:
             return False
-        RunStatusChange.objects.create(
-            run_id=run_id, from_status=current, to_status=new, at=now, reason=reason
+        statements.insert(
+            [
+                RunStatusChange(
+                    run_id=run_id,
+                    from_status=current,
+                    to_status=new,
+                    at=now,
+                    reason=reason,
+                )
+            ]
         )
-    logger.info("run=%s status %s -> %s (%s)", run_id, current, new, reason)
-    metrics.record_run_transition(run_id, new)
+
+    def committed() -> None:
+        logger.info("run=%s status %s -> %s (%s)", run_id, current, new, reason)
+        metrics.record_run_transition(run_id, new)
+
+    # Log and count the change once it is committed: inside a transaction
+    # that is also after SQLite's write lock is released.
+    transaction.on_commit(committed)
     return True
 
 
@@ -149,15 +172,23 @@ def transition_step(
     unchanged, which rejects a result from a claim that was superseded.
     """
     now = timezone.now()
-    filters = Q(pk=step.pk, status=expected)
+    filters: dict[str, Any] = {"pk": step.pk, "status": expected}
     if token is not None:
-        filters &= Q(lease_token=token)
+        filters["lease_token"] = token
     with transaction.atomic(savepoint=False):
-        changed = StepRun.objects.filter(filters).update(status=new, **fields)
+        changed = statements.update(StepRun, filters, {"status": new, **fields})
         if changed != 1:
             return False
-        StepStatusChange.objects.create(
-            step=step, from_status=expected, to_status=new, at=now, reason=reason
+        statements.insert(
+            [
+                StepStatusChange(
+                    step_id=step.pk,
+                    from_status=expected,
+                    to_status=new,
+                    at=now,
+                    reason=reason,
+                )
+            ]
         )
     step.status = new
     return True
@@ -209,28 +240,18 @@ def _execute_step(
     step's index and the token of its claim (None when it is not claimed
     yet), or None when the run does not go on in this task.
     """
-    run_id, index = run.pk, step.index
-    if run.status == RunStatus.PENDING:
-        started = transition_run(
-            run.pk,
-            [RunStatus.PENDING],
-            RunStatus.RUNNING,
-            "first step started",
-            started_at=timezone.now(),
-        )
-        if started:
-            run.status = RunStatus.RUNNING
-        else:
-            run.refresh_from_db()
-    if run.status != RunStatus.RUNNING:
-        logger.info("run=%s step=%s skipped: run is %s", run_id, index, run.status)
-        return None
-    if step.status == StepStatus.SUCCEEDED and token is None:
-        return index + 1, None
-
+    index = step.index
     if token is None:
-        token = _claim_action(run, step)
-    if token is None:
+        # One transaction starts a pending run and claims the step.
+        with transaction.atomic():
+            if not _ensure_running(run, index):
+                return None
+            if step.status == StepStatus.SUCCEEDED:
+                return index + 1, None
+            token = _claim_action(run, step)
+        if token is None:
+            return None
+    elif not _ensure_running(run, index):
         return None
 
     spec = run.steps_snapshot[index]
@@ -245,6 +266,27 @@ def _execute_step(
     return None
 
 
+def _ensure_running(run: SagaRun, index: int) -> bool:
+    """Start the run if it is pending, and return whether it is running."""
+    if run.status == RunStatus.PENDING:
+        started_at = timezone.now()
+        started = transition_run(
+            run.pk,
+            [RunStatus.PENDING],
+            RunStatus.RUNNING,
+            "first step started",
+            started_at=started_at,
+        )
+        if started:
+            run.status, run.started_at = RunStatus.RUNNING, started_at
+        else:
+            run.refresh_from_db()
+    if run.status != RunStatus.RUNNING:
+        logger.info("run=%s step=%s skipped: run is %s", run.pk, index, run.status)
+        return False
+    return True
+
+
 def _claim_action(run: SagaRun, step: StepRun) -> int | None:
     claimable = (
         Q(status=StepStatus.PENDING)
@@ -257,6 +299,7 @@ def _claim_action(run: SagaRun, step: StepRun) -> int | None:
         StepStatus.RUNNING,
         "action_claims",
         "claimed by a worker",
+        ready=StepStatus.PENDING,
         # A step resumed after a retry wait keeps its first start.
         started_at=step.started_at or timezone.now(),
     )
@@ -296,7 +339,7 @@ def _wait_for_retry(run: SagaRun, step: StepRun, token: int, sent: Sent) -> None
     it on time; the sweeper wakes it when that message is lost or the wait
     is longer than ``SAGA_COUNTDOWN_LIMIT``.
     """
-    record(step, "action", sent)
+    recorded = store_attempts(step, "action", sent)
     outcome = sent.outcome
     later = outcome.retry_later
     assert later is not None
@@ -309,15 +352,16 @@ def _wait_for_retry(run: SagaRun, step: StepRun, token: int, sent: Sent) -> None
         StepStatus.WAITING,
         reason,
         token=token,
+        **recorded,
         error=reason,
         lease_expires_at=wake_at,
         resume_attempt=later.attempt,
         resume_delay=later.delay,
-        action_claims=F("action_claims") - 1,
+        action_claims=statements.Add(-1),
         **unknown,
     )
     if not stored:
-        _log_stale(run, step, token)
+        _reject_stale(run, step, token, recorded)
         return
     logger.info("run=%s step=%s waiting: %s", run.pk, step.name, reason)
     if later.delay <= settings.SAGA_COUNTDOWN_LIMIT:
@@ -346,7 +390,7 @@ def _finish_step_succeeded(
     worker lost after it, before the next step starts, leaves a run the
     sweeper finds idle and moves on.
     """
-    record(step, "action", sent)
+    recorded = store_attempts(step, "action", sent)
     outcome = sent.outcome
     stored = transition_step(
         step,
@@ -354,6 +398,7 @@ def _finish_step_succeeded(
         StepStatus.SUCCEEDED,
         "action succeeded",
         token=token,
+        **recorded,
         finished_at=timezone.now(),
         output=outcome.body,
         error="",
@@ -362,11 +407,11 @@ def _finish_step_succeeded(
         resume_delay=None,
     )
     if not stored:
-        _log_stale(run, step, token)
+        _reject_stale(run, step, token, recorded)
         return None
 
     next_index = step.index + 1
-    run.status = SagaRun.objects.values_list("status", flat=True).get(pk=run.pk)
+    run.status = statements.select_value(SagaRun, run.pk, "status")
     if run.status == RunStatus.COMPENSATING:
         # Cancelled while this step ran: undo it with the others.
         transaction.on_commit(lambda: enqueue_compensation(run.pk))
@@ -387,7 +432,7 @@ def _finish_step_succeeded(
 
 @transaction.atomic
 def _finish_step_failed(run: SagaRun, step: StepRun, token: int, sent: Sent) -> None:
-    record(step, "action", sent)
+    recorded = store_attempts(step, "action", sent)
     outcome = sent.outcome
     reason = failure_reason(outcome)
     stored = transition_step(
@@ -396,6 +441,7 @@ def _finish_step_failed(run: SagaRun, step: StepRun, token: int, sent: Sent) -> 
         StepStatus.FAILED,
         reason[:4000],
         token=token,
+        **recorded,
         finished_at=timezone.now(),
         error=reason[:4000],
         # An earlier claim's worker may have sent the request before it was
@@ -409,10 +455,19 @@ def _finish_step_failed(run: SagaRun, step: StepRun, token: int, sent: Sent) -> 
         resume_delay=None,
     )
     if not stored:
-        _log_stale(run, step, token)
+        _reject_stale(run, step, token, recorded)
         return
     logger.info("run=%s step=%s failed: %s", run.pk, step.name, reason)
     _after_failure(run, step, f"step {step.name} failed", error=reason[:4000])
+
+
+def _reject_stale(
+    run: SagaRun, step: StepRun, token: int, recorded: dict[str, Any]
+) -> None:
+    """Keep a superseded claim's exchange and attempt count, and log it."""
+    if recorded:
+        statements.update(StepRun, {"pk": step.pk}, recorded)
+    _log_stale(run, step, token)
 
 
 def _log_stale(run: SagaRun, step: StepRun, token: int) -> None:
