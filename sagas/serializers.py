@@ -9,6 +9,7 @@ from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
 
 from controlplane.api import RejectUnknownFieldsMixin
+from resilience.serializers import DESCRIPTION_TOO_LONG, MAX_DESCRIPTION_LENGTH
 from sagas.checks import Problem, input_schema_problems, step_problems
 from sagas.models import (
     RunEvent,
@@ -40,6 +41,13 @@ class SagaDefinitionSerializer(RejectUnknownFieldsMixin, serializers.ModelSerial
             "updated_at",
         ]
         read_only_fields = ["version", "created_at", "updated_at"]
+        extra_kwargs = {
+            "description": {
+                "max_length": MAX_DESCRIPTION_LENGTH,
+                "help_text": f"Free text, at most {MAX_DESCRIPTION_LENGTH} characters.",
+                "error_messages": {"max_length": DESCRIPTION_TOO_LONG},
+            },
+        }
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         """Check the input fields and steps together, and what may change.
