@@ -87,7 +87,8 @@ def _retry_failed_step(run: SagaRun, user: Any) -> None:
     and only by an operator's hand; its history row names the operator. The
     step sends the same idempotency key as before, so a service that did
     apply an earlier attempt answers with that result instead of applying
-    it twice.
+    it twice. Its attempts are stored numbered after the earlier ones (see
+    ``sagas.calls.record``).
     """
     moved = transition_run(
         run.pk,

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Max
 from django.utils import timezone
 
 from controlplane.idempotency import record_downstream_key
@@ -294,31 +294,49 @@ def _store_exchange(
     exchange[f"{prefix}response"] = response
 
 
+def _number_offset(step: StepRun, kind: str, attempts: list[AttemptRecord]) -> int:
+    """Return what to add to the pipeline's attempt numbers before storing them.
+
+    The pipeline numbers the attempts of each execution from 1, and a
+    resume after a retry wait carries its count on. An operator's retry of
+    the step, or a second claim after a lost worker, starts a new execution
+    at 1, so its numbers are shifted to follow the attempts already stored:
+    no step shows the same attempt number twice.
+    """
+    if not attempts:
+        return 0
+    stored = StepAttempt.objects.filter(step=step, kind=kind).aggregate(
+        highest=Max("number")
+    )["highest"]
+    first = min(attempt.number for attempt in attempts)
+    return max(0, (stored or 0) - first + 1)
+
+
 def record(step: StepRun, part: str, sent: Sent) -> None:
     """Store the attempts and what went out and came back, in one UPDATE."""
     outcome, exchange = sent.outcome, sent.exchange
     kind = (
         StepAttempt.Kind.ACTION if part == "action" else StepAttempt.Kind.COMPENSATION
     )
-    rows = [
-        StepAttempt(
-            step=step,
-            kind=kind,
-            number=record.number,
-            started_at=record.started_at,
-            finished_at=record.finished_at or record.started_at,
-            status_code=record.status_code,
-            outcome=record.outcome,
-            error=record.error[:2000],
-        )
-        for record in outcome.attempts
-    ]
     field = "attempts" if part == "action" else "compensation_attempts"
     changes = {**exchange}
-    if rows:
-        changes[field] = F(field) + len(rows)
     with transaction.atomic():
+        offset = _number_offset(step, kind, outcome.attempts)
+        rows = [
+            StepAttempt(
+                step=step,
+                kind=kind,
+                number=record.number + offset,
+                started_at=record.started_at,
+                finished_at=record.finished_at or record.started_at,
+                status_code=record.status_code,
+                outcome=record.outcome,
+                error=record.error[:2000],
+            )
+            for record in outcome.attempts
+        ]
         if rows:
             StepAttempt.objects.bulk_create(rows)
+            changes[field] = F(field) + len(rows)
         if changes:
             StepRun.objects.filter(pk=step.pk).update(**changes)
