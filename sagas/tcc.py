@@ -236,9 +236,11 @@ def _phase_two(run: SagaRun, record: TccTransaction, token: int) -> bool:
 
 
 def _out_of_budget(run: SagaRun, record: TccTransaction) -> bool:
-    """Give phase two up when its budget is spent; return True if so."""
-    # NOTE: a needs_attention TCC run has no retry or resolve action, so an
-    # operator finishes its participants by hand until the API offers one.
+    """Give phase two up when its budget is spent; return True if so.
+
+    An operator then retries phase two or resolves the run by hand
+    (``sagas.actions``).
+    """
     assert record.phase_two_deadline is not None
     if timezone.now() <= record.phase_two_deadline:
         return False

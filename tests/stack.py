@@ -175,6 +175,25 @@ def running_stack(
         yield from _launch(tmp_dir, env)
 
 
+@contextlib.contextmanager
+def private_stack(tmp_dir: Path, extra_env: dict[str, str]) -> Iterator[Stack]:
+    """Start a stack with settings of its own, for one test module.
+
+    The suite uses two Redis databases: REDIS_URL's and the next one, which
+    the session's stack holds. This stack borrows REDIS_URL's database,
+    which no in-process test uses while a module of stack tests runs, and
+    flushes it again when it stops, so none of its keys reach later tests.
+    """
+    base = os.environ.get("REDIS_URL")
+    if not base:
+        raise RuntimeError("REDIS_URL is not set: run the suite with `make test`.")
+    try:
+        with running_stack(tmp_dir, base, extra_env) as stack:
+            yield stack
+    finally:
+        redis.Redis.from_url(base).flushdb()
+
+
 def _launch(tmp_dir: Path, env: dict[str, str]) -> Iterator[Stack]:
     port = free_port()
     log = (tmp_dir / "stack.log").open("wb")

@@ -8,28 +8,21 @@ the coordinator again, and the new worker finds the decision and confirms
 every participant.
 """
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
-from tests.stack import Stack, redis_url_with_db, running_stack
+from tests.stack import Stack, private_stack
 
 pytestmark = pytest.mark.stack
 
 
 @pytest.fixture(scope="module")
 def crashing_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    base = os.environ.get("REDIS_URL")
-    if not base:
-        pytest.fail("REDIS_URL is not set: run the suite with `make test`.")
-    # Two above the suite's database: the session's stack has the next one.
-    database = int(urlsplit(base).path.strip("/") or 0) + 2
     tmp_dir: Path = tmp_path_factory.mktemp("crash-stack")
     env = {"TCC_CRASH_AFTER_DECISION": "1", "TCC_TRY_TIMEOUT_SECONDS": "2"}
-    with running_stack(tmp_dir, redis_url_with_db(base, database), env) as stack:
+    with private_stack(tmp_dir, env) as stack:
         yield stack
 
 
