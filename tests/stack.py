@@ -44,11 +44,17 @@ class Stack:
     """A running control plane and an API session logged in as the demo user."""
 
     def __init__(
-        self, base_url: str, process: subprocess.Popen[bytes], data_dir: Path
+        self,
+        base_url: str,
+        process: subprocess.Popen[bytes],
+        data_dir: Path,
+        redis_url: str = "",
     ) -> None:
         self.base_url = base_url
         self.process = process
         self.data_dir = data_dir
+        # The Redis database of this stack's broker and shared state.
+        self.redis_url = redis_url
         self.api = requests.Session()
         token = self.api.post(
             f"{base_url}/api/auth/token/",
@@ -208,7 +214,7 @@ def _launch(tmp_dir: Path, env: dict[str, str]) -> Iterator[Stack]:
     base_url = f"http://127.0.0.1:{port}"
     try:
         _wait_until_up(base_url, process, tmp_dir / "stack.log")
-        yield Stack(base_url, process, tmp_dir)
+        yield Stack(base_url, process, tmp_dir, env["REDIS_URL"])
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGINT)
