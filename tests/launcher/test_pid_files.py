@@ -1,34 +1,25 @@
 """The launcher's pid files exist while it runs and are deleted when it stops.
 
 A control plane of its own is started here, in a fresh data folder and on
-the Redis database two above REDIS_URL's, because the session's stack must
-keep running. A second launcher on the same data folder is rejected and
-must leave the first one's pid files alone.
+REDIS_URL's database (see ``tests.stack.private_stack``), because the
+session's stack must keep running on the next one. A second launcher on
+the same data folder is rejected and must leave the first one's pid files
+alone.
 """
 
 import os
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
 from controlplane.launcher import BASE_DIR, free_port
-from tests.conftest import REDIS_DATABASES
-from tests.stack import redis_url_with_db, running_stack
+from tests.stack import private_stack
 
 pytestmark = pytest.mark.stack
 
 NAMES = ("launcher", "web", "worker", "beat")
-
-
-def own_redis_url() -> str:
-    base = os.environ.get("REDIS_URL")
-    if not base:
-        pytest.fail("REDIS_URL is not set: run the suite with `make test`.")
-    database = (int(urlsplit(base).path.strip("/") or 0) + 2) % REDIS_DATABASES
-    return redis_url_with_db(base, database)
 
 
 def process_alive(pid: int) -> bool:
@@ -41,9 +32,8 @@ def process_alive(pid: int) -> bool:
 
 def test_pid_files_removed_on_stop(tmp_path: Path) -> None:
     pid_dir = tmp_path / "pids"
-    redis_url = own_redis_url()
 
-    with running_stack(tmp_path, redis_url) as stack:
+    with private_stack(tmp_path, {}) as stack:
         pids = {name: int((pid_dir / f"{name}.pid").read_text()) for name in NAMES}
         assert pids["launcher"] == stack.process.pid
         for name, pid in pids.items():
@@ -55,7 +45,7 @@ def test_pid_files_removed_on_stop(tmp_path: Path) -> None:
             env={
                 **os.environ,
                 "CONTROLPLANE_DATA_DIR": str(tmp_path),
-                "REDIS_URL": redis_url,
+                "REDIS_URL": stack.redis_url,
                 "PORT": str(free_port()),
             },
             capture_output=True,
