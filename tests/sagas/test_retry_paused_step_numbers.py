@@ -70,11 +70,22 @@ def retry(stack: Stack, run_id: str) -> None:
     assert response.status_code == 200, response.text
 
 
+def reset_payment_breaker(stack: Stack) -> None:
+    """Close the payment breaker, so no call is rejected unsent.
+
+    The session's stack is shared, and a breaker that earlier failures
+    opened would turn attempts into rejections.
+    """
+    response = stack.post("/api/breakers/payment/reset/")
+    assert response.status_code == 200, response.text
+
+
 def test_retried_step_continues_attempt_numbers(stack: Stack) -> None:
     name = f"charge-pause-{uuid.uuid4().hex[:8]}"
     created = stack.post("/api/sagas/", json=pausing_charge_saga(name))
     assert created.status_code == 201, created.text
 
+    reset_payment_breaker(stack)
     stack.set_fault("payment", error_rate=1.0)
     try:
         run_id = stack.start_run(name, {})["id"]
@@ -88,9 +99,12 @@ def test_retried_step_continues_attempt_numbers(stack: Stack) -> None:
         assert action_numbers(paused_again) == [1, 2, 3, 4]
     finally:
         stack.set_fault("payment", error_rate=0.0)
+        reset_payment_breaker(stack)
 
     retry(stack, run_id)
     completed = stack.wait_for_run(run_id)
+    # The four failures stay in the breaker's window otherwise.
+    reset_payment_breaker(stack)
 
     assert completed["status"] == "completed", completed
     assert action_numbers(completed) == [1, 2, 3, 4, 5]
