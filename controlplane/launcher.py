@@ -188,6 +188,8 @@ def _children(port: int, data_dir: Path) -> dict[str, list[str]]:
             str(data_dir / "gunicorn.ctl"),
             "--access-logfile",
             "-",
+            "--logger-class",
+            "controlplane.access_log.AccessLogger",
             "--log-level",
             "info",
         ],

@@ -92,3 +92,47 @@ class JsonFormatter(logging.Formatter):
             if name not in _STANDARD_ATTRIBUTES and not name.startswith("_"):
                 document[name] = value
         return json.dumps(document, default=str)
+
+
+# Celery's own INFO lines for each run of a task: beat's "Sending due
+# task", and the worker's "received" and "succeeded".
+_CELERY_TASK_LOGGERS = frozenset(
+    {"celery.beat", "celery.worker.strategy", "celery.app.trace"}
+)
+
+
+class PeriodicTaskFilter(logging.Filter):
+    """Lower Celery's INFO lines about periodic tasks to DEBUG.
+
+    Beat sends the sweeper, the outbox relay and the breaker sampler every
+    few seconds, and Celery logs each send, receipt and success at INFO, so
+    an idle control plane printed several lines a second. Those records
+    become DEBUG and are dropped unless the root logger is at DEBUG
+    (``LOG_LEVEL=DEBUG``). The same lines about saga step tasks, and every
+    warning or error, pass unchanged.
+    """
+
+    def __init__(self, periodic_tasks: list[str] | None = None) -> None:
+        super().__init__()
+        self.periodic_tasks = frozenset(periodic_tasks or ())
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or record.name not in _CELERY_TASK_LOGGERS:
+            return True
+        if _task_name(record) not in self.periodic_tasks:
+            return True
+        record.levelno = logging.DEBUG
+        record.levelname = logging.getLevelName(logging.DEBUG)
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+def _task_name(record: logging.LogRecord) -> str | None:
+    """Return the task name of one of Celery's per-task log records."""
+    args = record.args
+    if isinstance(args, dict):
+        name = args.get("name")
+        return name if isinstance(name, str) else None
+    if record.name == "celery.beat" and isinstance(args, tuple) and len(args) == 2:
+        # "Scheduler: Sending due task %s (%s)" % (entry name, task name)
+        return str(args[1])
+    return None

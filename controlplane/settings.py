@@ -12,6 +12,7 @@ set-up) and production comes from an environment variable:
 
 import os
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 
@@ -243,11 +244,16 @@ DEMO_BASE_URL = os.environ.get("DEMO_BASE_URL", "http://127.0.0.1:8000")
 # LOG_FORMAT=json writes one JSON object per line; anything else is plain
 # text. Either way every line carries the trace, span, run and request ids.
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "plain")
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {
         "trace_context": {"()": "controlplane.logging.TraceContextFilter"},
+        "periodic_tasks": {
+            "()": "controlplane.logging.PeriodicTaskFilter",
+            # Filled in below from CELERY_BEAT_SCHEDULE.
+            "periodic_tasks": [],
+        },
     },
     "formatters": {
         "plain": {
@@ -260,7 +266,7 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json" if LOG_FORMAT == "json" else "plain",
-            "filters": ["trace_context"],
+            "filters": ["periodic_tasks", "trace_context"],
         },
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
@@ -356,3 +362,8 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": SPAN_PURGE_INTERVAL,
     },
 }
+
+# Celery's INFO lines about each run of these tasks are logged as DEBUG.
+LOGGING["filters"]["periodic_tasks"]["periodic_tasks"] = [
+    entry["task"] for entry in CELERY_BEAT_SCHEDULE.values()
+]

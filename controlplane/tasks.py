@@ -37,7 +37,7 @@ def purge_idempotency_records() -> int:
         ).delete()
         purged += deleted
     if purged:
-        logger.info("purged %s expired idempotency records", purged)
+        logger.debug("purged %s expired idempotency records", purged)
     return purged
 
 
@@ -46,7 +46,7 @@ def purge_spans() -> int:
     """Delete stored spans older than SPAN_RETENTION_SECONDS; return how many."""
     purged = spans.purge_old_spans()
     if purged:
-        logger.info(
+        logger.debug(
             "purged %s spans older than %ss",
             purged,
             settings.SPAN_RETENTION_SECONDS,
@@ -68,5 +68,5 @@ def purge_outbox() -> int:
     """Delete outbox and inbox rows older than OUTBOX_RETENTION_SECONDS."""
     purged = outbox.purge_old_events()
     if purged:
-        logger.info("purged %s outbox and inbox rows", purged)
+        logger.debug("purged %s outbox and inbox rows", purged)
     return purged

@@ -42,7 +42,10 @@ _CORE_ERROR = re.compile(
     re.DOTALL,
 )
 _RULE_CODES = (
+    ("must be status codes from", "out_of_range"),
     ("entries must be", "invalid"),
+    ("must have at most", "max_length"),
+    ("at most", "max_value"),
     ("must not", "invalid"),
     ("percentage", "out_of_range"),
     ("greater than 0", "not_positive"),

@@ -14,6 +14,7 @@ from rest_framework.exceptions import ErrorDetail, ValidationError
 
 from controlplane.api import RejectUnknownFieldsMixin
 from resilience import policies, services
+from resilience.core import config as limits
 from resilience.models import BreakerTransition, Policy, PolicyVersion, Target
 
 
@@ -112,12 +113,27 @@ class CallResultSerializer(serializers.Serializer):
 
 # --- strict scalar fields ------------------------------------------------------
 
-# Integers beyond this would lose precision in the Redis scripts, which
-# compute in doubles; no count in a policy comes near it.
-MAX_INTEGER = 2**31 - 1
-# Durations are capped at a year so that the HTTP client's timeout and the
-# Redis key expiries derived from them stay finite and representable.
-MAX_SECONDS = 365 * 24 * 3600.0
+# Every policy number has the resilience core's upper bound (the MAX_*
+# constants of resilience.core.config), repeated here as the schema's
+# "maximum" and checked first so the error names the bound and the value.
+# Durations of any kind are at most one day.
+MAX_SECONDS = limits.MAX_DURATION
+# Status code lists: entries from 100 to 599, at most 100 of them.
+CODES_RULE = (
+    f"entries from {limits.MIN_STATUS_CODE} to {limits.MAX_STATUS_CODE}, "
+    f"at most {limits.MAX_LIST_ENTRIES}"
+)
+# Target descriptions are shown on the dashboard and in exports.
+MAX_DESCRIPTION_LENGTH = 1000
+DESCRIPTION_TOO_LONG = "Must be at most {max_length} characters."
+
+
+def _check_maximum(field: serializers.Field, value: float) -> None:
+    maximum = getattr(field, "max_value", None)
+    if maximum is not None and value > maximum:
+        raise ValidationError(
+            f"Must be at most {maximum:g}, got {value!r}.", code="max_value"
+        )
 
 
 class StrictIntegerField(serializers.IntegerField):
@@ -125,13 +141,10 @@ class StrictIntegerField(serializers.IntegerField):
 
     default_error_messages = {"invalid": "Must be an integer."}
 
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("max_value", MAX_INTEGER)
-        super().__init__(**kwargs)
-
     def to_internal_value(self, data: Any) -> int:
         if isinstance(data, bool) or not isinstance(data, int):
             self.fail("invalid")
+        _check_maximum(self, data)
         return data
 
 
@@ -149,11 +162,17 @@ class StrictFloatField(serializers.FloatField):
             self.fail("invalid")
         if not math.isfinite(value):
             self.fail("invalid")
+        _check_maximum(self, value)
         return value
 
 
 def seconds_field(help_text: str, **kwargs: Any) -> StrictFloatField:
-    return StrictFloatField(max_value=MAX_SECONDS, help_text=help_text, **kwargs)
+    """A duration in seconds, at most one day (the core's MAX_DURATION)."""
+    return StrictFloatField(
+        max_value=MAX_SECONDS,
+        help_text=f"{help_text} At most {MAX_SECONDS:g} (one day).",
+        **kwargs,
+    )
 
 
 class StrictBooleanField(serializers.BooleanField):
@@ -168,16 +187,16 @@ class StrictBooleanField(serializers.BooleanField):
 def codes_field(help_text: str) -> serializers.ListField:
     return serializers.ListField(
         child=serializers.CharField(max_length=16),
-        max_length=100,
+        max_length=limits.MAX_LIST_ENTRIES,
         required=False,
-        help_text=help_text,
+        help_text=f"{help_text} Codes are {CODES_RULE}.",
     )
 
 
 def names_field(help_text: str) -> serializers.ListField:
     return serializers.ListField(
         child=serializers.CharField(max_length=200),
-        max_length=100,
+        max_length=limits.MAX_LIST_ENTRIES,
         required=False,
         help_text=help_text,
     )
@@ -199,13 +218,18 @@ class CircuitBreakerConfigSerializer(SectionSerializer):
     )
     sliding_window_size = StrictIntegerField(
         required=False,
+        max_value=limits.MAX_COUNT_WINDOW_CALLS,
         help_text="Calls (count_based) or seconds (time_based), default 100; "
-        "must be >= 1. A change of size or type empties the window.",
+        f"must be >= 1 and at most {limits.MAX_COUNT_WINDOW_CALLS} calls or "
+        f"{limits.MAX_TIME_WINDOW_SECONDS} seconds. A change of size or type "
+        "empties the window.",
     )
     minimum_number_of_calls = StrictIntegerField(
         required=False,
-        help_text="Calls, default 100; must be >= 1. Below it no rate is "
-        "computed; a count_based window caps it at sliding_window_size.",
+        max_value=limits.MAX_COUNT_WINDOW_CALLS,
+        help_text="Calls, default 100; must be >= 1 and at most "
+        f"{limits.MAX_COUNT_WINDOW_CALLS}. Below it no rate is computed; a "
+        "count_based window caps it at sliding_window_size.",
     )
     failure_rate_threshold = StrictFloatField(
         required=False,
@@ -225,8 +249,9 @@ class CircuitBreakerConfigSerializer(SectionSerializer):
     )
     exponential_backoff_multiplier = StrictFloatField(
         required=False,
+        max_value=limits.MAX_MULTIPLIER,
         help_text="Factor applied to the open wait per re-open, default 1.0 "
-        "(constant); must be >= 1.",
+        f"(constant); must be >= 1 and at most {limits.MAX_MULTIPLIER:g}.",
     )
     max_wait_duration_in_open_state = seconds_field(
         "Seconds, default null (no cap); must be >= wait_duration_in_open_state.",
@@ -235,7 +260,9 @@ class CircuitBreakerConfigSerializer(SectionSerializer):
     )
     permitted_number_of_calls_in_half_open_state = StrictIntegerField(
         required=False,
-        help_text="Calls admitted cluster-wide in half-open, default 10; must be >= 1.",
+        max_value=limits.MAX_HALF_OPEN_CALLS,
+        help_text="Calls admitted cluster-wide in half-open, default 10; must be "
+        f">= 1 and at most {limits.MAX_HALF_OPEN_CALLS}.",
     )
     max_wait_duration_in_half_open_state = seconds_field(
         "Seconds, default 0.0 (off); must be >= 0.", required=False
@@ -261,7 +288,9 @@ class CircuitBreakerConfigSerializer(SectionSerializer):
 class BulkheadConfigSerializer(SectionSerializer):
     max_concurrent_calls = StrictIntegerField(
         required=False,
-        help_text="Concurrent calls cluster-wide, default 25; must be >= 1.",
+        max_value=limits.MAX_CONCURRENT_CALLS,
+        help_text="Concurrent calls cluster-wide, default 25; must be >= 1 and "
+        f"at most {limits.MAX_CONCURRENT_CALLS}.",
     )
     max_wait_duration = seconds_field(
         "Seconds to wait for a permit, default 0.0 (reject at once); must be >= 0.",
@@ -278,8 +307,9 @@ class BulkheadConfigSerializer(SectionSerializer):
 class RateLimiterConfigSerializer(SectionSerializer):
     limit_for_period = StrictIntegerField(
         required=False,
+        max_value=limits.MAX_LIMIT_FOR_PERIOD,
         help_text="Permits per limit_refresh_period cluster-wide, default 50; "
-        "must be >= 1.",
+        f"must be >= 1 and at most {limits.MAX_LIMIT_FOR_PERIOD}.",
     )
     limit_refresh_period = seconds_field(
         "Seconds of the sliding period, default 1.0; must be > 0.", required=False
@@ -293,14 +323,18 @@ class RateLimiterConfigSerializer(SectionSerializer):
 class RetryConfigSerializer(SectionSerializer):
     max_attempts = StrictIntegerField(
         required=False,
-        help_text="Executions including the first call, default 3; must be >= 1.",
+        max_value=limits.MAX_ATTEMPTS,
+        help_text="Executions including the first call, default 3; must be >= 1 "
+        f"and at most {limits.MAX_ATTEMPTS}.",
     )
     initial_interval = seconds_field(
         "Seconds before the first retry, default 0.5; must be > 0.", required=False
     )
     multiplier = StrictFloatField(
         required=False,
-        help_text="Backoff growth per retry, default 2.0; must be >= 1.",
+        max_value=limits.MAX_MULTIPLIER,
+        help_text="Backoff growth per retry, default 2.0; must be >= 1 and at "
+        f"most {limits.MAX_MULTIPLIER:g}.",
     )
     max_interval = seconds_field(
         "Seconds, cap of one backoff, default 30.0; must be >= initial_interval.",
@@ -371,6 +405,11 @@ class TargetSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         read_only_fields = ["created_at", "updated_at"]
         extra_kwargs = {
             "name": {"help_text": "Slug that names the target; cannot change."},
+            "description": {
+                "max_length": MAX_DESCRIPTION_LENGTH,
+                "help_text": f"Free text, at most {MAX_DESCRIPTION_LENGTH} characters.",
+                "error_messages": {"max_length": DESCRIPTION_TOO_LONG},
+            },
             "base_url": {
                 "help_text": "http or https URL that call paths are appended to. "
                 "Link-local, metadata and private addresses are rejected unless "
@@ -521,7 +560,12 @@ class ImportTargetSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     name = serializers.SlugField(max_length=64)
     base_url = serializers.URLField(max_length=500)
     description = serializers.CharField(
-        allow_blank=True, required=False, default="", max_length=2000
+        allow_blank=True,
+        required=False,
+        default="",
+        max_length=MAX_DESCRIPTION_LENGTH,
+        error_messages={"max_length": DESCRIPTION_TOO_LONG},
+        help_text=f"Free text, at most {MAX_DESCRIPTION_LENGTH} characters.",
     )
 
     def validate_name(self, value: str) -> str:

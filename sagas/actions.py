@@ -1,17 +1,27 @@
-"""Operator actions on a run: cancel, retry, resolve by hand."""
+"""Operator actions on a run: cancel, retry, resolve by hand.
+
+Orchestrated runs retry a paused run's failed step or the failed
+compensations of a compensation_failed run. A Try-Confirm-Cancel run that
+ended needs_attention retries its phase two under the stored decision.
+Either kind is resolved by hand with a note.
+"""
 
 import logging
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from controlplane import metrics
 from sagas.models import (
     RunStatus,
     RunStatusChange,
     SagaDefinition,
     SagaRun,
     StepStatus,
+    TccTransaction,
 )
 from sagas.services import (
     enqueue_compensation,
@@ -58,7 +68,12 @@ def cancel(run: SagaRun, user: Any) -> None:
 
 
 def retry(run: SagaRun, user: Any) -> None:
-    """Retry a paused run's failed step, or compensations that failed."""
+    """Retry what the run's status allows: a paused run's failed step,
+    failed compensations, or the phase two of a TCC run needing attention.
+    """
+    if run.definition.kind == SagaDefinition.Kind.TCC:
+        _retry_phase_two(run, user)
+        return
     _require_orchestrated(run, "retried")
     if _status(run) == RunStatus.PAUSED:
         _retry_failed_step(run, user)
@@ -87,7 +102,8 @@ def _retry_failed_step(run: SagaRun, user: Any) -> None:
     and only by an operator's hand; its history row names the operator. The
     step sends the same idempotency key as before, so a service that did
     apply an earlier attempt answers with that result instead of applying
-    it twice.
+    it twice. Its attempts are stored numbered after the earlier ones (see
+    ``sagas.calls.record``).
     """
     moved = transition_run(
         run.pk,
@@ -116,15 +132,84 @@ def _retry_failed_step(run: SagaRun, user: Any) -> None:
     transaction.on_commit(lambda: enqueue_step(run.pk, step.index))
 
 
+@transaction.atomic
+def _retry_phase_two(run: SagaRun, user: Any) -> None:
+    """Send again the confirms or cancels that a needs_attention TCC run lacks.
+
+    The stored decision is kept: the run goes back to ``confirming`` after
+    a commit and to ``cancelling`` after an abort, with a new phase-two
+    budget, and the coordinator sends every phase-two call not yet
+    succeeded, with the same Idempotency-Key as before. Only a run still
+    needing attention (not resolved by hand) can be retried.
+    """
+    from sagas.tcc import PHASE_TWO, PHASE_TWO_STATUS, enqueue_advance
+
+    decision = (
+        TccTransaction.objects.filter(pk=run.pk)
+        .values_list("decision", flat=True)
+        .first()
+    )
+    if not decision:
+        raise ActionNotAllowed(
+            "Only a TCC run that needs attention after its decision can retry "
+            f"phase two; this one is {_status(run)}."
+        )
+    decided = TccTransaction.Decision(decision)
+    now = timezone.now()
+    new_status = PHASE_TWO_STATUS[decided]
+    changed = SagaRun.objects.filter(
+        pk=run.pk, status=RunStatus.NEEDS_ATTENTION, needs_attention=True
+    ).update(
+        status=new_status,
+        needs_attention=False,
+        finished_at=None,
+        error="",
+        updated_at=now,
+    )
+    if changed != 1:
+        raise ActionNotAllowed(
+            "Only a TCC run that needs attention can retry phase two; this one "
+            f"is {_status(run)}{_resolved(run)}."
+        )
+    budget = timedelta(seconds=settings.TCC_PHASE_TWO_BUDGET_SECONDS)
+    TccTransaction.objects.filter(pk=run.pk).update(phase_two_deadline=now + budget)
+    RunStatusChange.objects.create(
+        run_id=run.pk,
+        from_status=RunStatus.NEEDS_ATTENTION,
+        to_status=new_status,
+        at=now,
+        reason=f"phase two ({PHASE_TWO[decided]}) retried by {user}",
+    )
+    transaction.on_commit(lambda: enqueue_advance(run.pk))
+    metrics.record_run_transition(run.pk, new_status)
+    logger.info(
+        "run=%s status %s -> %s (phase two retried by %s)",
+        run.pk,
+        RunStatus.NEEDS_ATTENTION,
+        new_status,
+        user,
+    )
+
+
 def resolve(run: SagaRun, user: Any, note: str) -> None:
-    """Mark a compensation_failed run as resolved by hand, with a note."""
+    """Mark a run that needs attention as resolved by hand, with a note.
+
+    That is a compensation_failed orchestrated or choreographed run, or a
+    TCC run that ended needs_attention. The status stays as it is, because
+    the control plane did not finish the run; the note says who did what.
+    """
     note = note.strip()
     if not note:
         raise ActionNotAllowed("A note saying how the run was resolved is required.")
+    expected = (
+        RunStatus.NEEDS_ATTENTION
+        if run.definition.kind == SagaDefinition.Kind.TCC
+        else RunStatus.COMPENSATION_FAILED
+    )
     now = timezone.now()
     with transaction.atomic():
         changed = SagaRun.objects.filter(
-            pk=run.pk, status=RunStatus.COMPENSATION_FAILED, needs_attention=True
+            pk=run.pk, status=expected, needs_attention=True
         ).update(
             needs_attention=False,
             resolved_at=now,
@@ -134,13 +219,13 @@ def resolve(run: SagaRun, user: Any, note: str) -> None:
         )
         if changed != 1:
             raise ActionNotAllowed(
-                "Only a compensation_failed run that needs attention can be "
-                f"resolved; this one is {_status(run)}."
+                f"Only a {expected} run that needs attention can be resolved; "
+                f"this one is {_status(run)}{_resolved(run)}."
             )
         RunStatusChange.objects.create(
             run_id=run.pk,
-            from_status=RunStatus.COMPENSATION_FAILED,
-            to_status=RunStatus.COMPENSATION_FAILED,
+            from_status=expected,
+            to_status=expected,
             at=now,
             reason=f"resolved by {user}: {note}",
         )
@@ -155,6 +240,11 @@ def _require_orchestrated(run: SagaRun, verb: str) -> None:
             f"Only an orchestrated run can be {verb}; this one is a "
             f"{run.definition.kind} run, whose services act on their events."
         )
+
+
+def _resolved(run: SagaRun) -> str:
+    resolved = SagaRun.objects.filter(pk=run.pk, resolved_at__isnull=False).exists()
+    return " and already resolved" if resolved else ""
 
 
 def _status(run: SagaRun) -> str:

@@ -132,14 +132,23 @@ class SagaRunViewSet(
     @action(detail=True, methods=["post"])
     @idempotent()
     def retry(self, request: Request, pk: str | None = None) -> Response:
-        """Compensate again the failed compensations of a compensation_failed run."""
+        """Retry a paused step, failed compensations, or a TCC run's phase two.
+
+        A paused run sends its failed step again, a compensation_failed run
+        its failed compensations, and a TCC run in needs_attention the
+        confirms or cancels its stored decision still lacks.
+        """
         return self._act(request, actions.retry)
 
     @extend_schema(request=ResolveSerializer, responses={200: SagaRunSerializer})
     @action(detail=True, methods=["post"])
     @idempotent()
     def resolve(self, request: Request, pk: str | None = None) -> Response:
-        """Mark a compensation_failed run resolved by hand; a note is required."""
+        """Mark a run needing attention resolved by hand; a note is required.
+
+        It applies to a compensation_failed run and to a TCC run in
+        needs_attention; the status stays and the note is kept.
+        """
         serializer = ResolveSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         return self._act(request, actions.resolve, serializer.validated_data["note"])

@@ -15,6 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from controlplane.idempotency import record_downstream_key
@@ -294,6 +295,29 @@ def _store_exchange(
     exchange[f"{prefix}response"] = response
 
 
+def _number_offset(step: StepRun, kind: str, attempts: list[AttemptRecord]) -> int:
+    """Return what to add to the pipeline's attempt numbers before storing them.
+
+    The pipeline numbers the attempts of each execution from 1, and a
+    resume after a retry wait carries its count on. An operator's retry of
+    the step, or a second claim after a lost worker, starts a new execution
+    at 1, so its numbers are shifted to follow the attempts already stored:
+    no step shows the same attempt number twice.
+    """
+    counted = (
+        step.attempts if kind == StepAttempt.Kind.ACTION else step.compensation_attempts
+    )
+    # The step is loaded by the task that runs it, so a count of 0 means no
+    # attempt is stored yet and the query can be skipped.
+    if not attempts or not counted:
+        return 0
+    stored = StepAttempt.objects.filter(step=step, kind=kind).aggregate(
+        highest=Max("number")
+    )["highest"]
+    first = min(attempt.number for attempt in attempts)
+    return max(0, (stored or 0) - first + 1)
+
+
 def record(step: StepRun, part: str, sent: Sent) -> None:
     """Store the attempts and what went out and came back."""
     with transaction.atomic(savepoint=False):
@@ -312,11 +336,12 @@ def store_attempts(step: StepRun, part: str, sent: Sent) -> dict[str, Any]:
     kind = (
         StepAttempt.Kind.ACTION if part == "action" else StepAttempt.Kind.COMPENSATION
     )
+    offset = _number_offset(step, kind, outcome.attempts)
     rows = [
         StepAttempt(
             step=step,
             kind=kind,
-            number=record.number,
+            number=record.number + offset,
             started_at=record.started_at,
             finished_at=record.finished_at or record.started_at,
             status_code=record.status_code,

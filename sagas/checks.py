@@ -400,3 +400,39 @@ def _text(value: Any) -> str:
     if isinstance(value, list):
         return " ".join(_text(v) for v in value)
     return value if isinstance(value, str) else ""
+
+
+def choreography_problems(schema: Any) -> list[Problem]:
+    """Check that a choreography definition takes the input its flow needs.
+
+    A choreographed run has no steps of its own: the control plane places
+    an order with the demo order service and the demo services' event
+    consumers do the rest (``sagas.choreography``). That order flow is the
+    only one the engine can run, so a choreography definition must take
+    exactly its input fields, each with the same type and required.
+    """
+    from sagas.definitions import ORDER_CHOREOGRAPHY_SAGA
+
+    flow = ORDER_CHOREOGRAPHY_SAGA["input_schema"]
+    expected = {spec["name"]: spec["type"] for spec in flow}
+    fields = schema if isinstance(schema, list) else []
+    given = {
+        spec.get("name"): (spec.get("type"), spec.get("required", True))
+        for spec in fields
+        if isinstance(spec, dict)
+    }
+    matches = given == {name: (kind, True) for name, kind in expected.items()}
+    if matches:
+        return []
+    wanted = ", ".join(f"{name} ({kind})" for name, kind in expected.items())
+    names = ", ".join(str(name) for name in given) or "none"
+    return [
+        Problem(
+            "",
+            "unsupported_flow",
+            "A choreography saga runs the demo order flow, the only flow whose "
+            "services react to each other's events, so its input fields must be "
+            f"exactly {wanted}, all required; got {names}. Define other flows "
+            "as orchestrated or tcc sagas.",
+        )
+    ]

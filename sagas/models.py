@@ -341,6 +341,10 @@ class TccTransaction(models.Model):
     lease_token = models.PositiveIntegerField(default=0)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     claims = models.PositiveIntegerField(default=0)
+    # When the next round of phase two is due, while no worker holds the
+    # run. A delayed message wakes the run then; the sweeper wakes it once
+    # this has passed, should that message be lost.
+    retry_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.run_id} {self.decision or 'undecided'}"

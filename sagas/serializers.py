@@ -9,7 +9,13 @@ from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
 
 from controlplane.api import RejectUnknownFieldsMixin, StrictCharField
-from sagas.checks import Problem, input_schema_problems, step_problems
+from resilience.serializers import DESCRIPTION_TOO_LONG, MAX_DESCRIPTION_LENGTH
+from sagas.checks import (
+    Problem,
+    choreography_problems,
+    input_schema_problems,
+    step_problems,
+)
 from sagas.models import (
     RunEvent,
     RunStatus,
@@ -40,6 +46,13 @@ class SagaDefinitionSerializer(RejectUnknownFieldsMixin, serializers.ModelSerial
             "updated_at",
         ]
         read_only_fields = ["version", "created_at", "updated_at"]
+        extra_kwargs = {
+            "description": {
+                "max_length": MAX_DESCRIPTION_LENGTH,
+                "help_text": f"Free text, at most {MAX_DESCRIPTION_LENGTH} characters.",
+                "error_messages": {"max_length": DESCRIPTION_TOO_LONG},
+            },
+        }
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         """Check the input fields and steps together, and what may change.
@@ -56,8 +69,11 @@ class SagaDefinitionSerializer(RejectUnknownFieldsMixin, serializers.ModelSerial
         schema = attrs.get("input_schema", getattr(instance, "input_schema", []))
         errors: dict[str, Any] = {}
         _nest(errors, "input_schema", input_schema_problems(schema))
-        if "steps" in attrs or instance is None:
-            steps = attrs.get("steps", [])
+        kind_changes = instance is not None and kind != instance.kind
+        if kind == SagaDefinition.Kind.CHOREOGRAPHY and not errors:
+            _nest(errors, "input_schema", choreography_problems(schema))
+        if "steps" in attrs or instance is None or kind_changes:
+            steps = attrs.get("steps", getattr(instance, "steps", []))
             names = {str(spec.get("name")) for spec in schema if isinstance(spec, dict)}
             if kind == SagaDefinition.Kind.CHOREOGRAPHY:
                 if steps != []:

@@ -160,31 +160,46 @@ def _resume_lost_pending_runs() -> int:
 def _resume_tcc_runs() -> int:
     """Enqueue the coordinator of TCC runs that no worker is driving.
 
-    A run whose lease expired lost its worker, and a run past its try
-    timeout must be aborted: both are enqueued at once. A run with no lease
-    that has not changed for a lease's length lost its retry message; it is
-    enqueued at most once per AMBIGUOUS_RESUME_INTERVAL.
+    1. A run whose lease expired lost its worker: enqueued at once.
+    2. A run past its try timeout in phase one must be aborted: at once.
+    3. A run with no worker lease whose next phase-two round is due
+       (``retry_at`` has passed) lost its delayed retry message, or that
+       message waits behind others: enqueued at once, so the round starts
+       within one sweep interval after it was due. A duplicate message
+       only fails to claim the lease.
+    4. A run with no lease and no round due that has not changed for a
+       lease's length lost its first message: enqueued at most once per
+       AMBIGUOUS_RESUME_INTERVAL.
     """
     from sagas.tcc import ACTIVE_STATUSES, enqueue_advance
 
     now = timezone.now()
     idle_since = now - timedelta(seconds=settings.SAGA_LEASE_SECONDS)
     active = SagaRun.objects.filter(status__in=ACTIVE_STATUSES, tcc__isnull=False)
+    unheld = Q(tcc__lease_expires_at__isnull=True)
     urgent = active.filter(
         Q(tcc__lease_expires_at__lt=now)
-        | Q(
-            tcc__lease_expires_at__isnull=True,
-            tcc__try_deadline__lt=now,
-            status__in=[RunStatus.PENDING, RunStatus.TRYING],
+        | (
+            unheld
+            & Q(tcc__try_deadline__lt=now)
+            & Q(status__in=[RunStatus.PENDING, RunStatus.TRYING])
         )
     ).values_list("pk", flat=True)
+    due = active.filter(unheld, tcc__retry_at__lte=now).values_list("pk", flat=True)
     idle = active.filter(
-        tcc__lease_expires_at__isnull=True, updated_at__lt=idle_since
+        unheld, tcc__retry_at__isnull=True, updated_at__lt=idle_since
     ).values_list("pk", flat=True)
 
     resumed = set(urgent)
-    resumed.update(run_id for run_id in idle if first_resume(run_id))
     for run_id in resumed:
         logger.warning("run=%s tcc coordinator idle; resuming", run_id)
+    for run_id in set(due) - resumed:
+        logger.info("run=%s tcc phase two retry due; resuming", run_id)
+        resumed.add(run_id)
+    for run_id in set(idle) - resumed:
+        if first_resume(run_id):
+            logger.warning("run=%s tcc coordinator idle; resuming", run_id)
+            resumed.add(run_id)
+    for run_id in resumed:
         enqueue_advance(run_id)
     return len(resumed)

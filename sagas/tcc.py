@@ -23,13 +23,15 @@ Every result is stored only while the worker's fencing token is still the
 row's ``lease_token``, so a stalled worker's late result is rejected. A
 worker lost mid-run leaves a lease that expires. The sweeper then enqueues
 the task again, and the next worker resumes from the stored phases and
-decision.
+decision. Between two rounds of phase two the run stores when the next is
+due (``retry_at``), so the sweeper also resumes a run whose delayed retry
+message was lost, within one sweep interval after it was due.
 """
 
 import contextlib
 import logging
 import os
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -52,7 +54,7 @@ from sagas.models import (
     TccPhase,
     TccTransaction,
 )
-from sagas.services import create_run, failure_reason, transition_run
+from sagas.services import WAKE_MARGIN, create_run, failure_reason, transition_run
 
 logger = logging.getLogger(__name__)
 
@@ -110,17 +112,22 @@ def advance(run_id: Any) -> None:
         return
     token = claim(run.pk)
     if token is None:
-        logger.debug("run=%s tcc lease held by another worker", run_id)
+        logger.debug("run=%s tcc lease held or next round not yet due", run_id)
         return
 
     finished = False
+    retry_at = None
     try:
         with renewing(run.pk, token):
             finished = _drive(run, token)
+        if not finished:
+            retry_at = timezone.now() + timedelta(seconds=settings.TCC_RETRY_SECONDS)
     finally:
-        release(run.pk, token)
-    if not finished:
-        enqueue_advance(run.pk, countdown=settings.TCC_RETRY_SECONDS)
+        release(run.pk, token, retry_at)
+    if retry_at is not None:
+        # The margin lets the message arrive after retry_at despite some
+        # clock skew between hosts, because claim() waits for retry_at.
+        enqueue_advance(run.pk, countdown=settings.TCC_RETRY_SECONDS + WAKE_MARGIN)
 
 
 def _drive(run: SagaRun, token: int) -> bool:
@@ -236,9 +243,11 @@ def _phase_two(run: SagaRun, record: TccTransaction, token: int) -> bool:
 
 
 def _out_of_budget(run: SagaRun, record: TccTransaction) -> bool:
-    """Give phase two up when its budget is spent; return True if so."""
-    # NOTE: a needs_attention TCC run has no retry or resolve action, so an
-    # operator finishes its participants by hand until the API offers one.
+    """Give phase two up when its budget is spent; return True if so.
+
+    An operator then retries phase two or resolves the run by hand
+    (``sagas.actions``).
+    """
     assert record.phase_two_deadline is not None
     if timezone.now() <= record.phase_two_deadline:
         return False
@@ -360,17 +369,23 @@ def _overrides(spec: dict[str, Any], phase: TccPhase) -> dict[str, Any]:
 
 
 def claim(run_id: Any) -> int | None:
-    """Take the run's lease by compare-and-set and return its fencing token."""
+    """Take the run's lease by compare-and-set and return its fencing token.
+
+    A run whose next phase-two round is not yet due is not claimed, so a
+    duplicate message cannot start that round early.
+    """
     now = timezone.now()
     with transaction.atomic():
         row = (
             TccTransaction.objects.filter(pk=run_id)
-            .values("lease_token", "lease_expires_at")
+            .values("lease_token", "lease_expires_at", "retry_at")
             .first()
         )
         if row is None:
             return None
         if row["lease_expires_at"] is not None and row["lease_expires_at"] >= now:
+            return None
+        if row["retry_at"] is not None and row["retry_at"] > now:
             return None
         changed = TccTransaction.objects.filter(
             pk=run_id, lease_token=row["lease_token"]
@@ -378,15 +393,17 @@ def claim(run_id: Any) -> int | None:
             lease_token=F("lease_token") + 1,
             lease_expires_at=now + leases.lease_duration(),
             claims=F("claims") + 1,
+            retry_at=None,
         )
     if changed != 1:
         return None
     return int(row["lease_token"]) + 1
 
 
-def release(run_id: Any, token: int) -> None:
+def release(run_id: Any, token: int, retry_at: datetime | None = None) -> None:
+    """Give the run's lease up, storing when its next round is due if any."""
     TccTransaction.objects.filter(pk=run_id, lease_token=token).update(
-        lease_expires_at=None
+        lease_expires_at=None, retry_at=retry_at
     )
 
 

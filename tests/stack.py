@@ -97,11 +97,17 @@ class Stack:
     """A running control plane and an API session logged in as the demo user."""
 
     def __init__(
-        self, base_url: str, process: subprocess.Popen[bytes], data_dir: Path
+        self,
+        base_url: str,
+        process: subprocess.Popen[bytes],
+        data_dir: Path,
+        redis_url: str = "",
     ) -> None:
         self.base_url = base_url
         self.process = process
         self.data_dir = data_dir
+        # The Redis database of this stack's broker and shared state.
+        self.redis_url = redis_url
         self.api = requests.Session()
         token = self.api.post(
             f"{base_url}/api/auth/token/",
@@ -228,6 +234,22 @@ def running_stack(
         yield from _launch(tmp_dir, env)
 
 
+@contextlib.contextmanager
+def private_stack(tmp_dir: Path, extra_env: dict[str, str]) -> Iterator[Stack]:
+    """Start a stack with settings of its own, for one test module.
+
+    It runs on the third of the suite's Redis databases (see
+    ``suite_redis_url``), which holds one such stack at a time, and flushes
+    it again when it stops, so none of its keys reach later tests.
+    """
+    redis_url = suite_redis_url(2)
+    try:
+        with running_stack(tmp_dir, redis_url, extra_env) as stack:
+            yield stack
+    finally:
+        redis.Redis.from_url(redis_url).flushdb()
+
+
 def _launch(tmp_dir: Path, env: dict[str, str]) -> Iterator[Stack]:
     port = free_port()
     log = (tmp_dir / "stack.log").open("wb")
@@ -242,7 +264,7 @@ def _launch(tmp_dir: Path, env: dict[str, str]) -> Iterator[Stack]:
     base_url = f"http://127.0.0.1:{port}"
     try:
         _wait_until_up(base_url, process, tmp_dir / "stack.log")
-        yield Stack(base_url, process, tmp_dir)
+        yield Stack(base_url, process, tmp_dir, env["REDIS_URL"])
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGINT)

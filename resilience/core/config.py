@@ -3,6 +3,11 @@
 Durations are seconds as floats, rates are percentages from 0 to 100. Every
 check runs when a config is built, so an invalid policy is rejected when it is
 saved rather than at the first call that needs the value.
+
+Every number also has an upper bound (the MAX_* constants below). The bounds
+keep the Redis state a policy creates small and every admission script short,
+and they turn a typing slip (a timeout of 30000 seconds meant as
+milliseconds) into an error rather than a stuck call.
 """
 
 from __future__ import annotations
@@ -21,6 +26,26 @@ WINDOW_TYPES = ("count_based", "time_based")
 JITTER_MODES = ("none", "full", "equal", "decorrelated")
 STATE_STORE_POLICIES = ("allow", "reject")
 
+# Maximum duration of any kind: waits, timeouts, intervals, periods and
+# leases. A call or a permit held for more than a day is a mistake.
+MAX_DURATION = 24 * 3600.0
+# A time-based window walks up to one bucket per elapsed second in a single
+# Redis script, so its length bounds that script's run time.
+MAX_TIME_WINDOW_SECONDS = 3600
+# A count-based window is one byte per call in Redis.
+MAX_COUNT_WINDOW_CALLS = 100_000
+MAX_HALF_OPEN_CALLS = 10_000
+MAX_CONCURRENT_CALLS = 10_000
+# The rate limiter's sliding log keeps one sorted-set entry per permit.
+MAX_LIMIT_FOR_PERIOD = 100_000
+MAX_ATTEMPTS = 100
+MAX_MULTIPLIER = 100.0
+# HTTP status codes, as RFC 9110 defines them, are three digits from 100.
+MIN_STATUS_CODE = 100
+MAX_STATUS_CODE = 599
+# Entries in one list of status codes or exception class names.
+MAX_LIST_ENTRIES = 100
+
 
 def _fail(section: str, name: str, rule: str, value: object) -> ValueError:
     return ValueError(f"{section}.{name} {rule}, got {value!r}")
@@ -34,6 +59,35 @@ def _positive(section: str, name: str, value: float) -> None:
 def _non_negative(section: str, name: str, value: float) -> None:
     if not value >= 0:
         raise _fail(section, name, "must be 0 or greater", value)
+
+
+def _at_most(section: str, name: str, value: float, limit: float) -> None:
+    if value > limit:
+        raise _fail(section, name, f"must be at most {limit:g}", value)
+
+
+def _duration(section: str, name: str, value: object, allow_zero: bool) -> float:
+    """Check a duration in seconds, at most MAX_DURATION.
+
+    `allow_zero` accepts 0 where it means off or do not wait; negative
+    values are always rejected.
+    """
+    seconds = _number(section, name, value)
+    if allow_zero:
+        _non_negative(section, name, seconds)
+    else:
+        _positive(section, name, seconds)
+    _at_most(section, name, seconds, MAX_DURATION)
+    return seconds
+
+
+def _count(section: str, name: str, value: object, limit: int) -> int:
+    """Check a count: an integer from 1 to `limit`."""
+    count = _integer(section, name, value)
+    if count < 1:
+        raise _fail(section, name, "must be 1 or greater", value)
+    _at_most(section, name, count, limit)
+    return count
 
 
 def _percentage(section: str, name: str, value: float) -> None:
@@ -67,10 +121,30 @@ def _status_codes(section: str, name: str, value: object) -> tuple[str, ...]:
             raise _fail(
                 section, name, 'entries must be codes or "low-high" ranges', entry
             )
+        for code in (low, high or low):
+            if not MIN_STATUS_CODE <= int(code) <= MAX_STATUS_CODE:
+                raise _fail(
+                    section,
+                    name,
+                    f"entries must be status codes from {MIN_STATUS_CODE} "
+                    f"to {MAX_STATUS_CODE}",
+                    entry,
+                )
         if high and int(high) < int(low):
             raise _fail(section, name, "ranges must not be empty", entry)
         entries.append(text)
+    _list_length(section, name, entries)
     return tuple(entries)
+
+
+def _list_length(section: str, name: str, entries: list[Any]) -> None:
+    if len(entries) > MAX_LIST_ENTRIES:
+        raise _fail(
+            section,
+            name,
+            f"must have at most {MAX_LIST_ENTRIES} entries",
+            len(entries),
+        )
 
 
 def _names(section: str, name: str, value: object) -> tuple[str, ...]:
@@ -80,6 +154,7 @@ def _names(section: str, name: str, value: object) -> tuple[str, ...]:
     for entry in names:
         if not entry:
             raise _fail(section, name, "must not contain an empty name", value)
+    _list_length(section, name, list(names))
     return names
 
 
@@ -164,17 +239,28 @@ class CircuitBreakerConfig(_Section):
                 "must be count_based or time_based",
                 self.sliding_window_type,
             )
-        for name in (
-            "sliding_window_size",
+        window_limit = (
+            MAX_COUNT_WINDOW_CALLS
+            if self.sliding_window_type == "count_based"
+            else MAX_TIME_WINDOW_SECONDS
+        )
+        _count(s, "sliding_window_size", self.sliding_window_size, window_limit)
+        _count(
+            s,
             "minimum_number_of_calls",
+            self.minimum_number_of_calls,
+            MAX_COUNT_WINDOW_CALLS,
+        )
+        _count(
+            s,
             "permitted_number_of_calls_in_half_open_state",
-        ):
-            if _integer(s, name, getattr(self, name)) < 1:
-                raise _fail(s, name, "must be 1 or greater", getattr(self, name))
+            self.permitted_number_of_calls_in_half_open_state,
+            MAX_HALF_OPEN_CALLS,
+        )
         for name in ("failure_rate_threshold", "slow_call_rate_threshold"):
             _percentage(s, name, _number(s, name, getattr(self, name)))
         for name in ("slow_call_duration_threshold", "wait_duration_in_open_state"):
-            _positive(s, name, _number(s, name, getattr(self, name)))
+            _duration(s, name, getattr(self, name), allow_zero=False)
         multiplier = _number(
             s, "exponential_backoff_multiplier", self.exponential_backoff_multiplier
         )
@@ -182,11 +268,13 @@ class CircuitBreakerConfig(_Section):
             raise _fail(
                 s, "exponential_backoff_multiplier", "must be 1 or greater", multiplier
             )
+        _at_most(s, "exponential_backoff_multiplier", multiplier, MAX_MULTIPLIER)
         if self.max_wait_duration_in_open_state is not None:
-            cap = _number(
+            cap = _duration(
                 s,
                 "max_wait_duration_in_open_state",
                 self.max_wait_duration_in_open_state,
+                allow_zero=False,
             )
             if cap < self.wait_duration_in_open_state:
                 raise _fail(
@@ -195,14 +283,11 @@ class CircuitBreakerConfig(_Section):
                     "must be at least wait_duration_in_open_state",
                     cap,
                 )
-        _non_negative(
+        _duration(
             s,
             "max_wait_duration_in_half_open_state",
-            _number(
-                s,
-                "max_wait_duration_in_half_open_state",
-                self.max_wait_duration_in_half_open_state,
-            ),
+            self.max_wait_duration_in_half_open_state,
+            allow_zero=True,
         )
         if not isinstance(
             self.automatic_transition_from_open_to_half_open_enabled, bool
@@ -248,23 +333,16 @@ class BulkheadConfig(_Section):
     def __post_init__(self) -> None:
         s = self.section
         super().__post_init__()
-        if _integer(s, "max_concurrent_calls", self.max_concurrent_calls) < 1:
-            raise _fail(
-                s,
-                "max_concurrent_calls",
-                "must be 1 or greater",
-                self.max_concurrent_calls,
-            )
-        _non_negative(
-            s,
-            "max_wait_duration",
-            _number(s, "max_wait_duration", self.max_wait_duration),
+        _count(
+            s, "max_concurrent_calls", self.max_concurrent_calls, MAX_CONCURRENT_CALLS
         )
+        _duration(s, "max_wait_duration", self.max_wait_duration, allow_zero=True)
         if self.permit_lease_duration is not None:
-            _positive(
+            _duration(
                 s,
                 "permit_lease_duration",
-                _number(s, "permit_lease_duration", self.permit_lease_duration),
+                self.permit_lease_duration,
+                allow_zero=False,
             )
 
 
@@ -281,18 +359,11 @@ class RateLimiterConfig(_Section):
     def __post_init__(self) -> None:
         s = self.section
         super().__post_init__()
-        if _integer(s, "limit_for_period", self.limit_for_period) < 1:
-            raise _fail(
-                s, "limit_for_period", "must be 1 or greater", self.limit_for_period
-            )
-        _positive(
-            s,
-            "limit_refresh_period",
-            _number(s, "limit_refresh_period", self.limit_refresh_period),
+        _count(s, "limit_for_period", self.limit_for_period, MAX_LIMIT_FOR_PERIOD)
+        _duration(
+            s, "limit_refresh_period", self.limit_refresh_period, allow_zero=False
         )
-        _non_negative(
-            s, "timeout_duration", _number(s, "timeout_duration", self.timeout_duration)
-        )
+        _duration(s, "timeout_duration", self.timeout_duration, allow_zero=True)
 
 
 @dataclass(frozen=True)
@@ -321,14 +392,14 @@ class RetryConfig(_Section):
     def __post_init__(self) -> None:
         s = self.section
         super().__post_init__()
-        if _integer(s, "max_attempts", self.max_attempts) < 1:
-            raise _fail(s, "max_attempts", "must be 1 or greater", self.max_attempts)
-        _positive(
-            s, "initial_interval", _number(s, "initial_interval", self.initial_interval)
-        )
+        _count(s, "max_attempts", self.max_attempts, MAX_ATTEMPTS)
+        _duration(s, "initial_interval", self.initial_interval, allow_zero=False)
         if _number(s, "multiplier", self.multiplier) < 1:
             raise _fail(s, "multiplier", "must be 1 or greater", self.multiplier)
-        if _number(s, "max_interval", self.max_interval) < self.initial_interval:
+        _at_most(s, "multiplier", self.multiplier, MAX_MULTIPLIER)
+        if _duration(s, "max_interval", self.max_interval, allow_zero=False) < (
+            self.initial_interval
+        ):
             raise _fail(
                 s,
                 "max_interval",
@@ -343,11 +414,7 @@ class RetryConfig(_Section):
                 self.jitter,
             )
         if self.max_inline_wait is not None:
-            _non_negative(
-                s,
-                "max_inline_wait",
-                _number(s, "max_inline_wait", self.max_inline_wait),
-            )
+            _duration(s, "max_inline_wait", self.max_inline_wait, allow_zero=True)
         object.__setattr__(
             self,
             "retry_status_codes",
@@ -376,15 +443,9 @@ class TimeoutConfig(_Section):
     def __post_init__(self) -> None:
         s = self.section
         super().__post_init__()
-        _positive(
-            s, "timeout_duration", _number(s, "timeout_duration", self.timeout_duration)
-        )
+        _duration(s, "timeout_duration", self.timeout_duration, allow_zero=False)
         if self.overall_deadline is not None:
-            _positive(
-                s,
-                "overall_deadline",
-                _number(s, "overall_deadline", self.overall_deadline),
-            )
+            _duration(s, "overall_deadline", self.overall_deadline, allow_zero=False)
         object.__setattr__(
             self,
             "timeout_exceptions",

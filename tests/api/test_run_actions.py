@@ -1,11 +1,14 @@
 """POST /api/runs/<id>/cancel/, retry/ and resolve/: roles and statuses."""
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 from rest_framework.test import APIClient
 
-from sagas.models import RunStatus, SagaDefinition, SagaRun
+from sagas.models import RunStatus, SagaDefinition, SagaRun, TccTransaction
+from sagas.tcc_definitions import ORDER_TCC
 
 
 @pytest.fixture
@@ -124,3 +127,123 @@ def test_unknown_or_repeated_query_parameter_rejected(
     assert response.status_code == 400, response.content
     error = response.json()["errors"][0]
     assert (error["field"], error["code"]) == (field, code)
+
+
+# --- TCC runs that need attention --------------------------------------------
+
+
+@pytest.fixture
+def advanced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Collect the run ids whose TCC coordinator is enqueued."""
+    enqueued: list[str] = []
+    monkeypatch.setattr(
+        "sagas.tcc.enqueue_advance", lambda run_id: enqueued.append(str(run_id))
+    )
+    return enqueued
+
+
+@pytest.fixture
+def stuck_tcc(db: Any, advanced: list[str]) -> SagaRun:
+    """A TCC run whose phase two gave up after a commit decision."""
+    fields = {k: ORDER_TCC[k] for k in ("name", "kind", "input_schema", "steps")}
+    definition = SagaDefinition.objects.create(**fields)
+    run = SagaRun.objects.create(
+        definition=definition,
+        steps_snapshot=definition.steps,
+        status=RunStatus.NEEDS_ATTENTION,
+        needs_attention=True,
+        error="phase two (confirm) did not finish within 3600 s",
+        finished_at=timezone.now(),
+    )
+    TccTransaction.objects.create(
+        run=run,
+        try_deadline=timezone.now(),
+        decision=TccTransaction.Decision.COMMIT,
+        decided_at=timezone.now() - timedelta(hours=2),
+        phase_two_deadline=timezone.now() - timedelta(hours=1),
+    )
+    return run
+
+
+def test_tcc_retry_resumes_phase_two(
+    operator_client: APIClient,
+    stuck_tcc: SagaRun,
+    advanced: list[str],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post(operator_client, stuck_tcc, "retry")
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["status"] == "confirming"
+    assert body["needs_attention"] is False
+    assert body["error"] == ""
+    assert body["decision"]["decision"] == "commit"
+    assert body["history"][-1]["reason"] == "phase two (confirm) retried by olivia"
+    record = TccTransaction.objects.get(pk=stuck_tcc.pk)
+    assert record.decision == "commit"
+    assert record.phase_two_deadline is not None
+    assert record.phase_two_deadline > timezone.now()
+    assert advanced == [str(stuck_tcc.pk)]
+
+
+def test_tcc_retry_twice_conflicts(
+    operator_client: APIClient, stuck_tcc: SagaRun
+) -> None:
+    first = post(operator_client, stuck_tcc, "retry")
+    second = post(operator_client, stuck_tcc, "retry")
+
+    assert first.status_code == 200, first.content
+    assert second.status_code == 409
+    assert second.json()["code"] == "run_status_conflict"
+    assert "this one is confirming" in second.json()["detail"]
+
+
+def test_tcc_retry_without_decision_conflicts(
+    operator_client: APIClient, stuck_tcc: SagaRun
+) -> None:
+    TccTransaction.objects.filter(pk=stuck_tcc.pk).update(decision="")
+
+    response = post(operator_client, stuck_tcc, "retry")
+
+    assert response.status_code == 409
+    assert "after its decision" in response.json()["detail"]
+    stuck_tcc.refresh_from_db()
+    assert stuck_tcc.status == RunStatus.NEEDS_ATTENTION
+
+
+def test_tcc_resolve_needs_note_and_blocks_retry(
+    operator_client: APIClient, stuck_tcc: SagaRun
+) -> None:
+    missing = post(operator_client, stuck_tcc, "resolve", {"note": "  "})
+    resolved = post(
+        operator_client, stuck_tcc, "resolve", {"note": "confirmed by hand"}
+    )
+    retried = post(operator_client, stuck_tcc, "retry")
+
+    assert missing.status_code == 400
+    assert missing.json()["errors"][0]["field"] == "note"
+    assert resolved.status_code == 200, resolved.content
+    assert resolved.json()["status"] == "needs_attention"
+    assert resolved.json()["needs_attention"] is False
+    assert resolved.json()["history"][-1]["reason"] == (
+        "resolved by olivia: confirmed by hand"
+    )
+    assert retried.status_code == 409
+    assert "already resolved" in retried.json()["detail"]
+    stuck_tcc.refresh_from_db()
+    assert stuck_tcc.resolution_note == "confirmed by hand"
+    assert stuck_tcc.resolved_by is not None
+
+
+@pytest.mark.parametrize("action", ["retry", "resolve"])
+def test_reader_cannot_act_on_tcc_run(
+    reader_client: APIClient, stuck_tcc: SagaRun, action: str
+) -> None:
+    response = post(reader_client, stuck_tcc, action, {"note": "done"})
+
+    assert response.status_code == 403
+    stuck_tcc.refresh_from_db()
+    assert stuck_tcc.status == RunStatus.NEEDS_ATTENTION
+    assert stuck_tcc.needs_attention is True

@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from controlplane.models import OutboxEvent
 from controlplane.seed import seed
+from sagas.definitions import ORDER_CHOREOGRAPHY_SAGA
 from sagas.models import SagaDefinition, SagaRun
 
 pytestmark = pytest.mark.django_db
@@ -43,7 +44,24 @@ def test_choreography_with_steps_rejected(operator_client: Any) -> None:
     assert error["value"] == steps
 
 
-def test_choreography_without_steps_accepted(operator_client: Any) -> None:
+def test_choreography_of_order_flow_accepted(operator_client: Any) -> None:
+    response = operator_client.post(
+        "/api/sagas/",
+        {
+            "name": "choreo",
+            "kind": "choreography",
+            "input_schema": ORDER_CHOREOGRAPHY_SAGA["input_schema"],
+            "steps": [],
+        },
+        format="json",
+        HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()),
+    )
+
+    assert response.status_code == 201, response.json()
+    assert response.json()["kind"] == "choreography"
+
+
+def test_choreography_of_other_flow_rejected(operator_client: Any) -> None:
     response = operator_client.post(
         "/api/sagas/",
         {
@@ -56,8 +74,75 @@ def test_choreography_without_steps_accepted(operator_client: Any) -> None:
         HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()),
     )
 
-    assert response.status_code == 201, response.json()
-    assert response.json()["kind"] == "choreography"
+    assert response.status_code == 400
+    error = field_errors(response)["input_schema"]
+    assert error["code"] == "unsupported_flow"
+    assert "demo order flow" in error["message"]
+    assert "customer_id (string), product_id (string)" in error["message"]
+    assert "got customer_id" in error["message"]
+    assert error["value"] == INPUT_SCHEMA
+    assert not SagaDefinition.objects.filter(name="choreo").exists()
+
+
+def test_choreography_optional_order_field_rejected(operator_client: Any) -> None:
+    schema = [dict(spec) for spec in ORDER_CHOREOGRAPHY_SAGA["input_schema"]]
+    schema[0]["required"] = False
+
+    response = operator_client.post(
+        "/api/sagas/",
+        {"name": "choreo", "kind": "choreography", "input_schema": schema},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()),
+    )
+
+    assert response.status_code == 400
+    assert field_errors(response)["input_schema"]["code"] == "unsupported_flow"
+
+
+def test_seeded_choreography_input_change_rejected(operator_client: Any) -> None:
+    seed("http://127.0.0.1:9")
+
+    response = operator_client.patch(
+        "/api/sagas/order-choreography/",
+        {"input_schema": INPUT_SCHEMA},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()),
+    )
+
+    assert response.status_code == 400
+    assert field_errors(response)["input_schema"]["code"] == "unsupported_flow"
+    stored = SagaDefinition.objects.get(name="order-choreography")
+    assert stored.input_schema == ORDER_CHOREOGRAPHY_SAGA["input_schema"]
+
+
+def test_seeded_choreography_description_change_accepted(
+    operator_client: Any,
+) -> None:
+    seed("http://127.0.0.1:9")
+
+    response = operator_client.patch(
+        "/api/sagas/order-choreography/",
+        {"description": "The demo shop's order, by events."},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()),
+    )
+
+    assert response.status_code == 200, response.json()
+
+
+def test_kind_change_to_choreography_rejected(operator_client: Any) -> None:
+    seed("http://127.0.0.1:9")
+
+    response = operator_client.patch(
+        "/api/sagas/order/",
+        {"kind": "choreography"},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY=str(uuid.uuid4()),
+    )
+
+    assert response.status_code == 400
+    assert field_errors(response)["steps"]["code"] == "steps_not_allowed"
+    assert SagaDefinition.objects.get(name="order").kind == "orchestrated"
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,10 @@
 """The launcher's pid files exist while it runs and are deleted when it stops.
 
 A control plane of its own is started here, in a fresh data folder and on
-the Redis database two above REDIS_URL's, because the session's stack must
-keep running. A second launcher on the same data folder is rejected and
-must leave the first one's pid files alone.
+a Redis database of its own (see ``tests.stack.private_stack``), because
+the session's stack must keep running. A second launcher on
+the same data folder is rejected and must leave the first one's pid files
+alone.
 """
 
 import os
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from controlplane.launcher import BASE_DIR, free_port
-from tests.stack import running_stack, suite_redis_url
+from tests.stack import private_stack
 
 pytestmark = pytest.mark.stack
 
@@ -31,9 +32,8 @@ def process_alive(pid: int) -> bool:
 
 def test_pid_files_removed_on_stop(tmp_path: Path) -> None:
     pid_dir = tmp_path / "pids"
-    redis_url = suite_redis_url(2)
 
-    with running_stack(tmp_path, redis_url) as stack:
+    with private_stack(tmp_path, {}) as stack:
         pids = {name: int((pid_dir / f"{name}.pid").read_text()) for name in NAMES}
         assert pids["launcher"] == stack.process.pid
         for name, pid in pids.items():
@@ -45,7 +45,7 @@ def test_pid_files_removed_on_stop(tmp_path: Path) -> None:
             env={
                 **os.environ,
                 "CONTROLPLANE_DATA_DIR": str(tmp_path),
-                "REDIS_URL": redis_url,
+                "REDIS_URL": stack.redis_url,
                 "PORT": str(free_port()),
             },
             capture_output=True,

@@ -38,7 +38,10 @@ def test_duration_names_unit_default_and_rule(components: dict[str, Any]) -> Non
         "wait_duration_in_open_state"
     ]
 
-    assert field["description"] == "Seconds, default 60.0; must be > 0."
+    assert field["description"] == (
+        "Seconds, default 60.0; must be > 0. At most 86400 (one day)."
+    )
+    assert field["maximum"] == 86400
 
 
 def test_policy_paths_listed(reader_client: APIClient) -> None:

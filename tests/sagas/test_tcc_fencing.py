@@ -50,6 +50,23 @@ def test_released_lease_claimable(run: SagaRun) -> None:
     assert tcc.claim(run.pk) == first + 1
 
 
+def test_round_not_due_not_claimable(run: SagaRun) -> None:
+    first = tcc.claim(run.pk)
+    assert first is not None
+    tcc.release(run.pk, first, timezone.now() + timedelta(seconds=30))
+
+    assert tcc.claim(run.pk) is None
+
+
+def test_due_round_claimable_and_cleared(run: SagaRun) -> None:
+    first = tcc.claim(run.pk)
+    assert first is not None
+    tcc.release(run.pk, first, timezone.now() - timedelta(seconds=1))
+
+    assert tcc.claim(run.pk) == first + 1
+    assert TccTransaction.objects.get(pk=run.pk).retry_at is None
+
+
 def test_stale_token_cannot_decide(run: SagaRun) -> None:
     stale = tcc.claim(run.pk)
     assert stale is not None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.stack import Stack, running_stack, suite_redis_url
+from tests.stack import Stack, private_stack
 
 pytestmark = pytest.mark.stack
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.stack
 def crashing_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp_dir: Path = tmp_path_factory.mktemp("crash-stack")
     env = {"TCC_CRASH_AFTER_DECISION": "1", "TCC_TRY_TIMEOUT_SECONDS": "2"}
-    with running_stack(tmp_dir, suite_redis_url(2), env) as stack:
+    with private_stack(tmp_dir, env) as stack:
         yield stack
 
 

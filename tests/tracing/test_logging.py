@@ -7,6 +7,7 @@ from opentelemetry import trace
 
 from controlplane.logging import (
     JsonFormatter,
+    PeriodicTaskFilter,
     TraceContextFilter,
     current_request_id,
     reset_run_id,
@@ -105,3 +106,78 @@ def test_settings_put_filter_on_console_handler() -> None:
     )
 
     assert any(isinstance(f, TraceContextFilter) for f in handler.filters)
+
+
+def celery_record(
+    logger: str, message: str, args: tuple[object, ...] | dict[str, object]
+) -> logging.LogRecord:
+    return logging.LogRecord(logger, logging.INFO, __file__, 1, message, args, None)
+
+
+PERIODIC = ["controlplane.relay_outbox", "sagas.resume_stalled_runs"]
+
+
+def test_periodic_task_lines_become_debug() -> None:
+    periodic_filter = PeriodicTaskFilter(PERIODIC)
+    records = [
+        celery_record(
+            "celery.beat",
+            "Scheduler: Sending due task %s (%s)",
+            ("relay-outbox", "controlplane.relay_outbox"),
+        ),
+        celery_record(
+            "celery.worker.strategy",
+            "Task %(name)s[%(id)s] received",
+            {"name": "sagas.resume_stalled_runs", "id": "1"},
+        ),
+        celery_record(
+            "celery.app.trace",
+            "Task %(name)s[%(id)s] succeeded",
+            {"name": "controlplane.relay_outbox", "id": "2"},
+        ),
+    ]
+
+    for entry in records:
+        assert periodic_filter.filter(entry) is False, entry.getMessage()
+        assert entry.levelname == "DEBUG"
+
+
+def test_periodic_task_lines_kept_at_debug_level() -> None:
+    entry = celery_record(
+        "celery.app.trace",
+        "Task %(name)s[%(id)s] succeeded",
+        {"name": "controlplane.relay_outbox", "id": "2"},
+    )
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.DEBUG)
+    try:
+        kept = PeriodicTaskFilter(PERIODIC).filter(entry)
+    finally:
+        root.setLevel(level)
+
+    assert kept is True
+    assert entry.levelno == logging.DEBUG
+
+
+def test_step_task_and_warning_lines_pass() -> None:
+    periodic_filter = PeriodicTaskFilter(PERIODIC)
+    step_task = celery_record(
+        "celery.app.trace",
+        "Task %(name)s[%(id)s] succeeded",
+        {"name": "sagas.run_step", "id": "3"},
+    )
+    warning = celery_record(
+        "celery.app.trace",
+        "Task %(name)s[%(id)s] retry",
+        {"name": "controlplane.relay_outbox", "id": "4"},
+    )
+    warning.levelno, warning.levelname = logging.WARNING, "WARNING"
+    own = record("run=%s status running -> completed", "r1")
+
+    assert periodic_filter.filter(step_task) is True
+    assert step_task.levelname == "INFO"
+    assert periodic_filter.filter(warning) is True
+    assert warning.levelname == "WARNING"
+    assert periodic_filter.filter(own) is True
+    assert own.levelname == "INFO"
