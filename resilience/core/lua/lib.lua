@@ -21,12 +21,15 @@ local MAX_EVENTS = 50
 
 -- One clock for the whole cluster: the server's TIME, unless a test passes
 -- its own. Redis 7 replicates script effects, so TIME is allowed here.
+-- Returns the time in seconds and a text that parses to exactly that number,
+-- which is cheaper to build from TIME's reply than to format with %.17g.
 local function clock_now(arg)
   if arg ~= '' then
-    return tonumber(arg)
+    return tonumber(arg), arg
   end
   local t = redis.call('TIME')
-  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+  local text = t[1] .. '.' .. string.sub('00000' .. t[2], -6)
+  return tonumber(text), text
 end
 
 -- Redis formats Lua numbers with 14 significant digits, which would cut
@@ -132,23 +135,55 @@ local function save_breaker(b)
   b.dirty = false
 end
 
--- Every entry point takes 'breaker on' as ARGV[1] and the breaker's config
--- as the 11 entries ARGV[2..12], so only the per-call values follow.
+-- Every entry point takes the policy as ARGV[1], one string of 18 values
+-- separated by spaces, and then its per-call values. The policy values are
+--   breaker on, window type, window size, minimum number of calls, failure
+--   rate threshold, slow call rate threshold, wait in open, wait multiplier,
+--   maximum wait in open, permitted calls in half-open, maximum wait in
+--   half-open, automatic transition to half-open ('1' or '0');
+--   rate limiter on, limit, period; bulkhead on, max concurrent, lease.
+-- A pipeline sends the same few strings on every call, so the parsed tables
+-- are kept between calls of the function library (scripts parse on every
+-- call). They are shared, so no caller may change one.
+local parsed_policies, parsed_count = {}, 0
+local MAX_PARSED_POLICIES = 256
+
 local function read_cfg()
-  local o = 2
-  return {
-    wtype = ARGV[o],
-    wsize = tonumber(ARGV[o + 1]),
-    min_calls = tonumber(ARGV[o + 2]),
-    fail_thr = tonumber(ARGV[o + 3]),
-    slow_thr = tonumber(ARGV[o + 4]),
-    wait = tonumber(ARGV[o + 5]),
-    mult = tonumber(ARGV[o + 6]),
-    max_wait = tonumber(ARGV[o + 7]),
-    permitted = tonumber(ARGV[o + 8]),
-    ho_max_wait = tonumber(ARGV[o + 9]),
-    auto = ARGV[o + 10] == '1',
+  local text = ARGV[1]
+  local cfg = parsed_policies[text]
+  if cfg then
+    return cfg
+  end
+  local v = {}
+  for token in string.gmatch(text, '%S+') do
+    v[#v + 1] = token
+  end
+  cfg = {
+    on = v[1] == '1',
+    wtype = v[2],
+    wsize = tonumber(v[3]),
+    min_calls = tonumber(v[4]),
+    fail_thr = tonumber(v[5]),
+    slow_thr = tonumber(v[6]),
+    wait = tonumber(v[7]),
+    mult = tonumber(v[8]),
+    max_wait = tonumber(v[9]),
+    permitted = tonumber(v[10]),
+    ho_max_wait = tonumber(v[11]),
+    auto = v[12] == '1',
+    rl_on = v[13] == '1',
+    rl_limit = tonumber(v[14]),
+    rl_period = tonumber(v[15]),
+    bh_on = v[16] == '1',
+    bh_max = tonumber(v[17]),
+    bh_lease = tonumber(v[18]),
   }
+  if parsed_count >= MAX_PARSED_POLICIES then
+    parsed_policies, parsed_count = {}, 0
+  end
+  parsed_policies[text] = cfg
+  parsed_count = parsed_count + 1
+  return cfg
 end
 
 local function clear_window(b)
