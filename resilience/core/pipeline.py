@@ -2,13 +2,16 @@
 
 Stages run in this order: rate limiter, bulkhead, circuit breaker, retry,
 timeout, call. Their state lives in Redis, so every worker process on every
-host shares one limiter, bulkhead and breaker per target. A call costs two
-round trips in the common case: one script admits it through all three
-stages, and one records the outcome and releases the bulkhead permit.
+host shares one limiter, bulkhead and breaker per target. A call runs two
+scripts in the common case: one admits it through all three stages and
+waits for the reply, and one records the outcome and releases the bulkhead
+permit. The record is usually written without waiting for its reply (see
+`Pipeline._record`), so the call waits for one round trip.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -52,6 +55,14 @@ BULKHEAD_POLL_INTERVAL = 0.02
 LEASE_MARGIN = 10.0
 # Minimum seconds between two warnings about an unreachable state store.
 STATE_STORE_WARNING_INTERVAL = 60.0
+
+# Quiet levels of an admission: the outcomes of the call that can be
+# recorded without waiting for the reply, because recording them cannot
+# cause a breaker transition unless the breaker changes before the record
+# runs.
+QUIET_NONE = 0
+QUIET_SUCCESS = 1
+QUIET_ALL = 2
 
 _last_state_store_warning: dict[str, float] = {}
 _warning_lock = threading.Lock()
@@ -307,8 +318,8 @@ class Pipeline:
 
     # -- admission and recording -----------------------------------------
 
-    def _admit(self, call_id: str, first: bool, cost: int) -> int:
-        """Admit one attempt and return the breaker generation it ran under.
+    def _admit(self, call_id: str, first: bool, cost: int) -> tuple[int, int]:
+        """Admit one attempt and return its breaker generation and quiet level.
 
         1. The first attempt goes through rate limiter, bulkhead and breaker
            in one script; later attempts (retries) only through the breaker.
@@ -320,7 +331,7 @@ class Pipeline:
         rl = self.policy.rate_limiter if first else None
         bh = self.policy.bulkhead if first else None
         if rl is None and bh is None and not self._breaker_args:
-            return 0
+            return 0, QUIET_ALL
         started = self._elapsed_clock()
         waited: set[str] = set()
         fixed = self._admit_fixed[first]
@@ -344,7 +355,7 @@ class Pipeline:
                 for name in waited:
                     waited_ms = (self._elapsed_clock() - started) * 1000
                     self._emit(f"{name}.waited", waited_ms=waited_ms)
-                return int(fields[3])
+                return int(fields[3]), int(fields[5])
             if code == "reject":
                 self._reject(stage, state)
             hint = float(fields[4])
@@ -366,12 +377,27 @@ class Pipeline:
         self._emit(f"{stage.replace('circuit_', '')}.rejected", state=state)
         raise CallNotPermitted(stage, self.target, state, message)
 
-    def _record(self, generation: int | None, code: str | None, permit: str) -> None:
+    def _record(
+        self,
+        generation: int | None,
+        code: str | None,
+        permit: str,
+        quiet: int = QUIET_NONE,
+    ) -> None:
         """Record an attempt's outcome and release `permit` (if not empty).
 
         A state store error here is logged and counted, not raised, because
         the call already ran; an unreleased permit frees up when its lease
         expires.
+
+        Write-behind: when recording cannot cause a breaker transition, as
+        the admission's `quiet` level states, the record is written without
+        waiting for its reply. Redis still runs it at once, so the permit is
+        released and the outcome counted before any later command of this
+        thread, whose admissions therefore see it. The reply (its lease
+        check, or an error) is handled when the thread next uses the state
+        store. A record that can transition waits for its reply, so
+        on_transition hears of the transition before the call returns.
         """
         record = self._breaker_args and generation is not None and code is not None
         if not record and not permit:
@@ -382,14 +408,41 @@ class Pipeline:
             payload += bulk(generation) + bulk(code)
         else:
             payload += _EMPTY + _EMPTY
+        if (
+            not record
+            or quiet == QUIET_ALL
+            or (quiet == QUIET_SUCCESS and code in (SUCCESS, IGNORED))
+        ):
+            # NOTE: the breaker can still change between the admission and
+            # the record (another worker trips it, or a policy changes its
+            # window). A transition this record then causes reaches
+            # on_transition when this thread next uses the state store.
+            on_reply = functools.partial(self._record_replied, permit)
+            self._store.run_deferred("record", self._record_count, payload, on_reply)
+            return
         try:
             reply = self._run("record", self._record_count, payload)
         except _StateStoreDown:
             return
         self._check_record_reply(permit, reply)
 
+    def _record_replied(self, permit: str, reply: Any) -> None:
+        """Handle the reply of a record written without waiting for it.
+
+        None means this process closed the connection before reading the
+        reply, after the record had been sent.
+        """
+        if reply is None:
+            return
+        if isinstance(reply, STATE_STORE_ERRORS):
+            self._state_store_failed(reply)
+        elif isinstance(reply, Exception):
+            logger.error("%s: recording an outcome failed: %s", self.target, reply)
+        else:
+            self._check_record_reply(permit, reply)
+
     def _check_record_reply(self, permit: str, reply: Any) -> None:
-        # An integer, or a list of it and the transition events.
+        # The reply is an integer, or a list of it and the transition events.
         events = []
         if type(reply) is not int:
             reply, events = reply[0], reply[1:]
@@ -401,10 +454,13 @@ class Pipeline:
             )
         self._publish_transitions(events)
 
-    def _admit_or_degrade(self, call_id: str, first: bool, cost: int) -> int | None:
+    def _admit_or_degrade(
+        self, call_id: str, first: bool, cost: int
+    ) -> tuple[int | None, int]:
         """Admit, or apply on_state_store_error when Redis is unreachable.
 
-        Returns the generation, or None when the call proceeds unrecorded.
+        Returns the generation, or None when the call proceeds unrecorded,
+        and the quiet level for its record.
         """
         try:
             return self._admit(call_id, first, cost)
@@ -416,7 +472,7 @@ class Pipeline:
                     "unreachable",
                     f"state store of {self.target!r} is unreachable",
                 ) from None
-            return None
+            return None, QUIET_ALL
 
     # -- public entry points -----------------------------------------------
 
@@ -489,7 +545,9 @@ class Pipeline:
         max_attempts = 1 if retry is None else retry.max_attempts
 
         try:
-            generation = self._admit_or_degrade(permit or _call_ids.next(), True, 1)
+            generation, quiet = self._admit_or_degrade(
+                permit or _call_ids.next(), True, 1
+            )
         except CallNotPermitted as exc:
             return self._rejected(exc, started, 0)
 
@@ -518,7 +576,9 @@ class Pipeline:
                 and delay > retry.max_inline_wait
             )
             ends = delay is None or later
-            self._record(generation, outcome.breaker_code, permit if ends else "")
+            self._record(
+                generation, outcome.breaker_code, permit if ends else "", quiet
+            )
 
             if delay is None:
                 return self._finished(value, error, outcome, started, number)
@@ -531,7 +591,9 @@ class Pipeline:
             number += 1
             if self._breaker_args and generation is not None:
                 try:
-                    generation = self._admit_or_degrade(permit or "retry", False, 1)
+                    generation, quiet = self._admit_or_degrade(
+                        permit or "retry", False, 1
+                    )
                 except CallNotPermitted as exc:
                     self._record(None, None, permit)
                     exc.__cause__ = error
@@ -673,6 +735,7 @@ class Guard:
         self.result: Any = None
         self._permit = ""
         self._generation: int | None = None
+        self._quiet = QUIET_NONE
         self._began = 0.0
         self._token: Any = None
 
@@ -683,7 +746,7 @@ class Guard:
         pipeline = self.pipeline
         if pipeline.policy.bulkhead is not None:
             self._permit = _call_ids.next()
-        self._generation = pipeline._admit_or_degrade(
+        self._generation, self._quiet = pipeline._admit_or_degrade(
             self._permit or _call_ids.next(), True, self.cost
         )
         timeout = pipeline.policy.timeout
@@ -702,4 +765,6 @@ class Guard:
             pipeline._record(self._generation, IGNORED, self._permit)
             return
         outcome = pipeline._classify(self.result, exc, duration)
-        pipeline._record(self._generation, outcome.breaker_code, self._permit)
+        pipeline._record(
+            self._generation, outcome.breaker_code, self._permit, self._quiet
+        )

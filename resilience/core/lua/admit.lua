@@ -3,14 +3,17 @@
 --   rate-limit cost, seconds left to wait for a rate-limit permit, seconds
 --   left to wait for a bulkhead permit, '1' if an earlier reply for this
 --   call id was 'wait'.
--- Returns 'code|stage|breaker state|generation|wait hint', or {that
--- string, events...} when the breaker changed state. One string parses
--- faster on the client than an array of five values. Code is 'ok', 'wait'
--- (sleep up to the hint, then ask again) or 'reject'.
+-- Returns 'code|stage|breaker state|generation|wait hint|quiet level', or
+-- {that string, events...} when the breaker changed state. One string
+-- parses faster on the client than an array of six values. Code is 'ok',
+-- 'wait' (sleep up to the hint, then ask again) or 'reject'. The quiet
+-- level lists the outcomes of this call that can be recorded without
+-- waiting for the reply: 2 any, 1 success or ignored, 0 none (see
+-- quiet_level).
 -- Nothing is taken unless every stage admits: a call rejected by the
 -- bulkhead or breaker consumes no rate-limit permit, and one rejected by
 -- the breaker holds no bulkhead permit.
-local function finish_admit(events, code, stage, b, hint)
+local function finish_admit(events, code, stage, b, hint, quiet)
   local state, gen = '', 0
   if b then
     save_breaker(b)
@@ -22,7 +25,7 @@ local function finish_admit(events, code, stage, b, hint)
     redis.call('ZREM', K_BH_WAIT, ARGV[3])
   end
   local reply = code .. '|' .. stage .. '|' .. state .. '|' .. gen .. '|'
-    .. encode(hint)
+    .. encode(hint) .. '|' .. (quiet or 0)
   if #events == 0 then
     return reply
   end
@@ -93,6 +96,7 @@ local function admit(keys, args)
   -- Circuit breaker: closed, metrics_only and disabled admit every call;
   -- half-open admits its permitted number of probes cluster-wide.
   local b = nil
+  local quiet = 2
   if cfg.on then
     b = load_breaker(now)
     ensure_window(b, cfg, events, now)
@@ -108,6 +112,7 @@ local function admit(keys, args)
       set(b, 'not_permitted', b.not_permitted + 1)
       return finish_admit(events, 'reject', 'circuit_breaker', b, 0)
     end
+    quiet = quiet_level(b, cfg)
   end
 
   -- Every stage admitted: take the permits.
@@ -131,5 +136,5 @@ local function admit(keys, args)
     -- clock alive while the test runs.
     redis.call('PEXPIRE', K_RL, math.ceil(rl_period * 1000) + 60000)
   end
-  return finish_admit(events, 'ok', '', b, 0)
+  return finish_admit(events, 'ok', '', b, 0, quiet)
 end

@@ -353,3 +353,35 @@ local function exceeded(total, failed, slow, cfg)
   end
   return nil
 end
+
+-- Which outcomes of a call admitted now cannot cause a transition when
+-- recorded, unless the breaker changes first: 2 any (disabled and
+-- metrics_only never transition on a record), 1 success and ignored, 0 none.
+-- In closed, a success adds one call and no failed or slow one, and the
+-- window may drop old calls, so the recorded window has failed' <= failed,
+-- slow' <= slow and total' <= total + 1 calls. Its total' is at least
+-- min(total + 1, size) for a count-based window and at least 1 for a
+-- time-based one. Neither rate can reach its threshold if it stays below it
+-- with that smallest total, and nothing trips below the minimum.
+local function quiet_level(b, cfg)
+  local state = b.state
+  if state == 'disabled' or state == 'metrics_only' then
+    return 2
+  end
+  if state ~= 'closed' then
+    return 0
+  end
+  local total = b.total + 1
+  if total < cfg.min_calls then
+    return 1
+  end
+  local smallest = 1
+  if cfg.wtype == 'count_based' then
+    smallest = math.min(total, cfg.wsize)
+  end
+  if b.failed * 100 < cfg.fail_thr * smallest
+      and b.slow * 100 < cfg.slow_thr * smallest then
+    return 1
+  end
+  return 0
+end
