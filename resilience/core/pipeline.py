@@ -2,15 +2,20 @@
 
 Stages run in this order: rate limiter, bulkhead, circuit breaker, retry,
 timeout, call. Their state lives in Redis, so every worker process on every
-host shares one limiter, bulkhead and breaker per target. A call costs two
-round trips in the common case: one script admits it through all three
-stages, and one records the outcome and releases the bulkhead permit.
+host shares one limiter, bulkhead and breaker per target. A call runs two
+scripts in the common case: one admits it through all three stages and
+waits for the reply, and one records the outcome and releases the bulkhead
+permit. The record is usually written without waiting for its reply (see
+`Pipeline._record`), so the call waits for one round trip.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import logging
+import os
 import random
 import threading
 import time
@@ -36,7 +41,7 @@ from .context import Attempt, reset_attempt, set_attempt
 from .errors import CallNotPermitted, RetryLater
 from .retry import backoff_delay
 from .stages import Bulkhead, CircuitBreaker, RateLimiter, decode, parse_event
-from .store import STATE_STORE_ERRORS, TargetKeys, bulk, bulks, store_for
+from .store import STATE_STORE_ERRORS, TargetKeys, bulk, bulks, store_for, to_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +56,44 @@ LEASE_MARGIN = 10.0
 # Minimum seconds between two warnings about an unreachable state store.
 STATE_STORE_WARNING_INTERVAL = 60.0
 
+# Quiet levels of an admission: the outcomes of the call that can be
+# recorded without waiting for the reply, because recording them cannot
+# cause a breaker transition unless the breaker changes before the record
+# runs.
+QUIET_NONE = 0
+QUIET_SUCCESS = 1
+QUIET_ALL = 2
+
 _last_state_store_warning: dict[str, float] = {}
 _warning_lock = threading.Lock()
+
+# Encoded values that most calls send, so they are not encoded per call.
+_EMPTY = bulk("")
+_ZERO = bulk(0)
+_ONE = bulk(1)
+
+
+class _CallIds:
+    """Unique call ids: a random prefix per process and a counter.
+
+    The ids name bulkhead leases and rate-limit permits, so they must be
+    unique across every process sharing the Redis state. A forked child
+    draws a new prefix, because it inherits the parent's counter.
+    """
+
+    def __init__(self) -> None:
+        self.renew()
+        os.register_at_fork(after_in_child=self.renew)
+
+    def renew(self) -> None:
+        self._prefix = uuid.uuid4().hex[:16]
+        self._counter = itertools.count()
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):x}"
+
+
+_call_ids = _CallIds()
 
 
 class _StateStoreDown(Exception):
@@ -141,34 +182,43 @@ class Pipeline:
     def _encode_fixed_arguments(self) -> None:
         """Encode the keys and policy values that every call sends unchanged.
 
-        Each entry point takes the keys, then 'breaker on' and the 11 breaker
-        values (zeros without a breaker), then its own arguments; these byte
-        strings hold that prefix, so a call encodes only its own values.
+        Each entry point takes the keys, then the policy as one string (see
+        read_cfg in lua/lib.lua), then its own arguments. These byte strings
+        hold that prefix, so a call encodes only its own values.
         """
         keys = self.keys.as_list()
-        breaker = self._breaker_args or [0] * 11
-        on = "1" if self._breaker_args else "0"
-        prefix = [len(keys), *keys]
-        rl = self.policy.rate_limiter
-        bh = self.policy.bulkhead
-        rl_args = ["0", 0, 1] if rl is None else ["1", rl.limit_for_period]
-        if rl is not None:
-            rl_args.append(rl.limit_refresh_period)
-        bh_args = ["0", 0, 0] if bh is None else ["1", bh.max_concurrent_calls]
-        if bh is not None:
-            bh_args.append(self._lease)
+        prefix = bulks([len(keys), *keys])
+        on = bool(self._breaker_args)
         # The retries' admission asks only the breaker.
-        first = [*prefix, on, *breaker, *rl_args, *bh_args]
-        retry = [*prefix, on, *breaker, "0", 0, 1, "0", 0, 0]
-        self._admit_fixed = {True: bulks(first), False: bulks(retry)}
-        self._admit_count = len(first) + 6
-        self._record_fixed = {
-            True: bulks([*prefix, "1", *breaker]),
-            False: bulks([*prefix, "0", *breaker]),
+        self._admit_fixed = {
+            True: prefix + bulk(self._policy_text(on, True)),
+            False: prefix + bulk(self._policy_text(on, False)),
         }
-        self._record_count = len(prefix) + 12 + 4
-        self._breaker_fixed = bulks([*prefix, on, *breaker])
-        self._breaker_fixed_count = len(prefix) + 12
+        self._admit_count = len(keys) + 2 + 6
+        # A record without an outcome only releases the bulkhead permit.
+        self._record_fixed = {
+            True: prefix + bulk(self._policy_text(True, True)),
+            False: prefix + bulk(self._policy_text(False, True)),
+        }
+        self._record_count = len(keys) + 2 + 4
+        self._breaker_fixed = prefix + bulk(self._policy_text(on, True))
+        self._breaker_fixed_count = len(keys) + 2
+
+    def _policy_text(self, breaker_on: bool, limits: bool) -> bytes:
+        """Return the policy string that the Lua code parses in read_cfg."""
+        values: list[Any] = ["1" if breaker_on else "0"]
+        values += self._breaker_args or ["count_based", *[0] * 10]
+        rl = self.policy.rate_limiter if limits else None
+        bh = self.policy.bulkhead if limits else None
+        if rl is None:
+            values += ["0", 0, 1]
+        else:
+            values += ["1", rl.limit_for_period, rl.limit_refresh_period]
+        if bh is None:
+            values += ["0", 0, 0]
+        else:
+            values += ["1", bh.max_concurrent_calls, self._lease]
+        return b" ".join(to_bytes(value) for value in values)
 
     def _lease_duration(self) -> float:
         """Return how long a bulkhead permit lives if it is never released.
@@ -195,6 +245,9 @@ class Pipeline:
     def _script_now(self) -> str:
         # With an empty string as `now`, the scripts read Redis TIME.
         return "" if self.clock is None else repr(self.clock.now())
+
+    def _encoded_now(self) -> bytes:
+        return _EMPTY if self.clock is None else bulk(repr(self.clock.now()))
 
     def _elapsed_clock(self) -> float:
         # Local durations and deadlines of one call only need a monotonic
@@ -265,8 +318,8 @@ class Pipeline:
 
     # -- admission and recording -----------------------------------------
 
-    def _admit(self, call_id: str, first: bool, cost: int) -> int:
-        """Admit one attempt and return the breaker generation it ran under.
+    def _admit(self, call_id: str, first: bool, cost: int) -> tuple[int, int]:
+        """Admit one attempt and return its breaker generation and quiet level.
 
         1. The first attempt goes through rate limiter, bulkhead and breaker
            in one script; later attempts (retries) only through the breaker.
@@ -278,36 +331,38 @@ class Pipeline:
         rl = self.policy.rate_limiter if first else None
         bh = self.policy.bulkhead if first else None
         if rl is None and bh is None and not self._breaker_args:
-            return 0
+            return 0, QUIET_ALL
         started = self._elapsed_clock()
         waited: set[str] = set()
         fixed = self._admit_fixed[first]
-        call_values = bulk(self._script_now()) + bulk(call_id) + bulk(cost)
+        encoded_id = bulk(call_id) + (_ONE if cost == 1 else bulk(cost))
         while True:
+            payload = fixed + self._encoded_now() + encoded_id
             elapsed = self._elapsed_clock() - started
             rl_budget = 0.0 if rl is None else rl.timeout_duration - elapsed
             bh_budget = 0.0 if bh is None else bh.max_wait_duration - elapsed
-            payload = fixed + call_values + bulk(max(0.0, rl_budget))
-            payload += bulk(max(0.0, bh_budget)) + (
-                b"$1\r\n1\r\n" if waited else b"$1\r\n0\r\n"
-            )
+            payload += bulk(rl_budget) if rl_budget > 0 else _ZERO
+            payload += bulk(bh_budget) if bh_budget > 0 else _ZERO
+            payload += _ONE if waited else _ZERO
 
             reply = self._run("admit", self._admit_count, payload)
-            code, stage, state = decode(reply[0]), decode(reply[1]), decode(reply[2])
-            self._publish_transitions(reply[5:])
+            if type(reply) is not bytes:
+                self._publish_transitions(reply[1:])
+                reply = reply[0]
+            fields = reply.decode().split("|")
+            code, stage, state = fields[0], fields[1], fields[2]
             if code == "ok":
                 for name in waited:
                     waited_ms = (self._elapsed_clock() - started) * 1000
                     self._emit(f"{name}.waited", waited_ms=waited_ms)
-                return int(reply[3])
+                return int(fields[3]), int(fields[5])
             if code == "reject":
                 self._reject(stage, state)
-            hint = float(decode(reply[4]))
+            hint = float(fields[4])
             if stage == "bulkhead":
                 hint = min(max(hint, 0.001), BULKHEAD_POLL_INTERVAL)
             waited.add(stage)
             self._sleep(hint)
-            call_values = bulk(self._script_now()) + bulk(call_id) + bulk(cost)
 
     def _reject(self, stage: str, state: str) -> None:
         if stage == "circuit_breaker":
@@ -322,38 +377,90 @@ class Pipeline:
         self._emit(f"{stage.replace('circuit_', '')}.rejected", state=state)
         raise CallNotPermitted(stage, self.target, state, message)
 
-    def _record(self, generation: int | None, code: str | None, permit: str) -> None:
+    def _record(
+        self,
+        generation: int | None,
+        code: str | None,
+        permit: str,
+        quiet: int = QUIET_NONE,
+    ) -> None:
         """Record an attempt's outcome and release `permit` (if not empty).
 
         A state store error here is logged and counted, not raised, because
         the call already ran; an unreleased permit frees up when its lease
         expires.
+
+        Write-behind: when recording cannot cause a breaker transition, as
+        the admission's `quiet` level states, the record is written without
+        waiting for its reply. Redis still runs it at once, so the permit is
+        released and the outcome counted before any later command of this
+        thread, whose admissions therefore see it. The reply (its lease
+        check, or an error) is handled when the thread next uses the state
+        store. A record that can transition waits for its reply, so
+        on_transition hears of the transition before the call returns.
         """
         record = self._breaker_args and generation is not None and code is not None
         if not record and not permit:
             return
-        payload = self._record_fixed[bool(record)]
-        payload += bulk(self._script_now()) + bulk(permit)
+        payload = self._record_fixed[bool(record)] + self._encoded_now()
+        payload += bulk(permit) if permit else _EMPTY
         if record:
             payload += bulk(generation) + bulk(code)
         else:
-            payload += b"$0\r\n\r\n$0\r\n\r\n"
+            payload += _EMPTY + _EMPTY
+        if (
+            not record
+            or quiet == QUIET_ALL
+            or (quiet == QUIET_SUCCESS and code in (SUCCESS, IGNORED))
+        ):
+            # NOTE: the breaker can still change between the admission and
+            # the record (another worker trips it, or a policy changes its
+            # window). A transition this record then causes reaches
+            # on_transition when this thread next uses the state store.
+            on_reply = functools.partial(self._record_replied, permit)
+            self._store.run_deferred("record", self._record_count, payload, on_reply)
+            return
         try:
             reply = self._run("record", self._record_count, payload)
         except _StateStoreDown:
             return
-        if permit and not int(reply[1]):
+        self._check_record_reply(permit, reply)
+
+    def _record_replied(self, permit: str, reply: Any) -> None:
+        """Handle the reply of a record written without waiting for it.
+
+        None means this process closed the connection before reading the
+        reply, after the record had been sent.
+        """
+        if reply is None:
+            return
+        if isinstance(reply, STATE_STORE_ERRORS):
+            self._state_store_failed(reply)
+        elif isinstance(reply, Exception):
+            logger.error("%s: recording an outcome failed: %s", self.target, reply)
+        else:
+            self._check_record_reply(permit, reply)
+
+    def _check_record_reply(self, permit: str, reply: Any) -> None:
+        # The reply is an integer, or a list of it and the transition events.
+        events = []
+        if type(reply) is not int:
+            reply, events = reply[0], reply[1:]
+        if permit and not reply:
             logger.warning(
                 "%s: bulkhead permit lease expired before the call ended; "
                 "raise bulkhead.permit_lease_duration",
                 self.target,
             )
-        self._publish_transitions(reply[2:])
+        self._publish_transitions(events)
 
-    def _admit_or_degrade(self, call_id: str, first: bool, cost: int) -> int | None:
+    def _admit_or_degrade(
+        self, call_id: str, first: bool, cost: int
+    ) -> tuple[int | None, int]:
         """Admit, or apply on_state_store_error when Redis is unreachable.
 
-        Returns the generation, or None when the call proceeds unrecorded.
+        Returns the generation, or None when the call proceeds unrecorded,
+        and the quiet level for its record.
         """
         try:
             return self._admit(call_id, first, cost)
@@ -365,7 +472,7 @@ class Pipeline:
                     "unreachable",
                     f"state store of {self.target!r} is unreachable",
                 ) from None
-            return None
+            return None, QUIET_ALL
 
     # -- public entry points -----------------------------------------------
 
@@ -433,12 +540,14 @@ class Pipeline:
         deadline = None
         if timeout.overall_deadline is not None:
             deadline = started + timeout.overall_deadline
-        permit = uuid.uuid4().hex if self.policy.bulkhead is not None else ""
+        permit = _call_ids.next() if self.policy.bulkhead is not None else ""
         retry = self.policy.retry
         max_attempts = 1 if retry is None else retry.max_attempts
 
         try:
-            generation = self._admit_or_degrade(permit or uuid.uuid4().hex, True, 1)
+            generation, quiet = self._admit_or_degrade(
+                permit or _call_ids.next(), True, 1
+            )
         except CallNotPermitted as exc:
             return self._rejected(exc, started, 0)
 
@@ -467,7 +576,9 @@ class Pipeline:
                 and delay > retry.max_inline_wait
             )
             ends = delay is None or later
-            self._record(generation, outcome.breaker_code, permit if ends else "")
+            self._record(
+                generation, outcome.breaker_code, permit if ends else "", quiet
+            )
 
             if delay is None:
                 return self._finished(value, error, outcome, started, number)
@@ -480,7 +591,9 @@ class Pipeline:
             number += 1
             if self._breaker_args and generation is not None:
                 try:
-                    generation = self._admit_or_degrade(permit or "retry", False, 1)
+                    generation, quiet = self._admit_or_degrade(
+                        permit or "retry", False, 1
+                    )
                 except CallNotPermitted as exc:
                     self._record(None, None, permit)
                     exc.__cause__ = error
@@ -578,10 +691,8 @@ class Pipeline:
 
     def read_snapshot(self) -> tuple[dict[str, Any], list[Any]]:
         """Return the snapshot script's document and the raw recent events."""
-        rl = self.policy.rate_limiter
-        period = 1.0 if rl is None else rl.limit_refresh_period
-        payload = self._breaker_fixed + bulk(period) + bulk(self._script_now())
-        reply = self._script_or_raise("snapshot", payload)
+        payload = self._breaker_fixed + bulk(self._script_now())
+        reply = self._script_or_raise("snapshot", 1, payload)
         document: dict[str, Any] = json.loads(decode(reply[0]))
         # A snapshot can apply a due timer (automatic half-open, half-open
         # max wait), which hooks must hear about like any transition.
@@ -595,13 +706,13 @@ class Pipeline:
                 f"target {self.target!r} has no circuit breaker configured"
             )
         payload = self._breaker_fixed + bulk(self._script_now()) + bulk(action)
-        reply = self._script_or_raise("admin", payload)
+        reply = self._script_or_raise("admin", 2, payload)
         self._publish_transitions(list(reply))
         return [parse_event(raw) for raw in reply]
 
-    def _script_or_raise(self, name: str, payload: bytes) -> Any:
-        # Snapshot and admin both take two values after the fixed prefix.
-        count = self._breaker_fixed_count + 2
+    def _script_or_raise(self, name: str, values: int, payload: bytes) -> Any:
+        # `values` is the number of per-call values after the fixed prefix.
+        count = self._breaker_fixed_count + values
         try:
             return self._store.run(name, count, payload)
         except STATE_STORE_ERRORS as exc:
@@ -624,6 +735,7 @@ class Guard:
         self.result: Any = None
         self._permit = ""
         self._generation: int | None = None
+        self._quiet = QUIET_NONE
         self._began = 0.0
         self._token: Any = None
 
@@ -633,9 +745,9 @@ class Guard:
     def __enter__(self) -> Guard:
         pipeline = self.pipeline
         if pipeline.policy.bulkhead is not None:
-            self._permit = uuid.uuid4().hex
-        self._generation = pipeline._admit_or_degrade(
-            self._permit or uuid.uuid4().hex, True, self.cost
+            self._permit = _call_ids.next()
+        self._generation, self._quiet = pipeline._admit_or_degrade(
+            self._permit or _call_ids.next(), True, self.cost
         )
         timeout = pipeline.policy.timeout
         budget = timeout.timeout_duration
@@ -653,4 +765,6 @@ class Guard:
             pipeline._record(self._generation, IGNORED, self._permit)
             return
         outcome = pipeline._classify(self.result, exc, duration)
-        pipeline._record(self._generation, outcome.breaker_code, self._permit)
+        pipeline._record(
+            self._generation, outcome.breaker_code, self._permit, self._quiet
+        )

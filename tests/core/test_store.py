@@ -128,3 +128,37 @@ def test_fast_path_survives_closed_connections(
     redis_client.connection_pool.disconnect()
     assert pipeline.call(lambda: 2) == 2
     assert pipeline.state_store_errors == 0
+
+
+def test_unpacked_breaker_state_is_migrated(
+    redis_client: redis.Redis, key_prefix: str, clock: ManualClock
+) -> None:
+    pipeline = Pipeline(
+        "svc",
+        PolicyConfig.from_dict(POLICY),
+        redis_client,
+        clock,
+        key_prefix=key_prefix,
+    )
+    key = pipeline.keys.breaker
+    # An open breaker as versions before the packed state stored it.
+    now = clock.now()
+    redis_client.hset(
+        key,
+        mapping={
+            "state": "open",
+            "gen": 4,
+            "changed_at": now,
+            "opened_at": now,
+            "open_until": now + 60,
+            "open_attempts": 1,
+            "wtype": "count_based",
+            "wsize": 2,
+        },
+    )
+    assert pipeline.execute(lambda: 1).rejected_by == "circuit_breaker"
+    snapshot = pipeline.breaker.snapshot()
+    assert snapshot["state"] == "open"
+    assert snapshot["generation"] == 4
+    assert snapshot["not_permitted_calls"] == 1
+    assert redis_client.hkeys(key) == [b"p"]

@@ -1,9 +1,9 @@
 -- Operator actions on the breaker.
--- ARGV: '1', 11 breaker config values (see read_cfg), now, action.
+-- ARGV: policy (see read_cfg), now, action.
 -- Returns the transition events.
 local function admin(keys, args)
   bind(keys, args)
-  local now = clock_now(ARGV[13])
+  local now = clock_now(ARGV[2])
   local cfg = read_cfg()
   local events = {}
   local b = load_breaker(now)
@@ -18,9 +18,9 @@ local function admin(keys, args)
     half_open = {'half_open', 'manual_half_open'},
     open = {'open', 'manual_open'},
   }
-  local target = TARGETS[ARGV[14]]
+  local target = TARGETS[ARGV[3]]
   if not target then
-    return redis.error_reply('unknown breaker action ' .. ARGV[14])
+    return redis.error_reply('unknown breaker action ' .. ARGV[3])
   end
   -- Every target state but open empties the window, and closed also resets
   -- the re-open count, so reset leaves a fresh closed breaker.

@@ -21,12 +21,15 @@ local MAX_EVENTS = 50
 
 -- One clock for the whole cluster: the server's TIME, unless a test passes
 -- its own. Redis 7 replicates script effects, so TIME is allowed here.
+-- Returns the time in seconds and a text that parses to exactly that number,
+-- which is cheaper to build from TIME's reply than to format with %.17g.
 local function clock_now(arg)
   if arg ~= '' then
-    return tonumber(arg)
+    return tonumber(arg), arg
   end
   local t = redis.call('TIME')
-  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+  local text = t[1] .. '.' .. string.sub('00000' .. t[2], -6)
+  return tonumber(text), text
 end
 
 -- Redis formats Lua numbers with 14 significant digits, which would cut
@@ -42,7 +45,29 @@ local function encode(v)
   return string.format('%.17g', v)
 end
 
-local CB_FIELDS = {
+-- The breaker's state is the field 'p' of its hash, packed by struct.pack:
+-- state and window type as one byte each, then 17 numbers as doubles, which
+-- hold every count and time exactly. Unpacking one string costs a fraction
+-- of reading and converting 19 hash fields, which is what every call does.
+-- Written out, because loading a function library runs without the string
+-- library.
+local CB_FORMAT = '<BBddddddddddddddddd'
+local STATES = {
+  'closed', 'open', 'half_open', 'disabled', 'forced_open', 'metrics_only',
+}
+local STATE_CODES = {
+  closed = 1, open = 2, half_open = 3, disabled = 4, forced_open = 5,
+  metrics_only = 6,
+}
+local WINDOW_TYPES = {'count_based', 'time_based'}
+local WINDOW_CODES = {count_based = 1, time_based = 2}
+
+-- Earlier versions kept one hash field per value under these names. A
+-- breaker saved that way is read from them once and then packed.
+-- NOTE: processes still running such a version during a rolling deploy
+-- read and write those fields only, so until they stop they keep a breaker
+-- state of their own for each target.
+local UNPACKED_FIELDS = {
   'state', 'gen', 'changed_at', 'opened_at', 'open_until', 'open_attempts',
   'ho_since', 'ho_admitted', 'ho_total', 'ho_failed', 'ho_slow',
   'total', 'failed', 'slow', 'not_permitted', 'idx', 'head', 'wtype', 'wsize',
@@ -50,18 +75,41 @@ local CB_FIELDS = {
 
 local function set(b, name, value)
   b[name] = value
-  b.dirty[name] = value
+  b.dirty = true
 end
 
-local function load_breaker(now)
-  local values = redis.call('HMGET', K_CB, unpack(CB_FIELDS))
-  local b = {dirty = {}}
-  for i, name in ipairs(CB_FIELDS) do
+local function load_unpacked()
+  local values = redis.call('HMGET', K_CB, unpack(UNPACKED_FIELDS))
+  local b = {dirty = false, unpacked = values[1] ~= false}
+  for i, name in ipairs(UNPACKED_FIELDS) do
     if name == 'state' or name == 'wtype' then
-      b[name] = values[i]
+      b[name] = values[i] or nil
     else
       b[name] = tonumber(values[i]) or 0
     end
+  end
+  b.dirty = b.unpacked
+  return b
+end
+
+local function load_breaker(now)
+  local raw = redis.call('HGET', K_CB, 'p')
+  local b
+  if raw then
+    local state, wtype, gen, changed_at, opened_at, open_until, open_attempts,
+      ho_since, ho_admitted, ho_total, ho_failed, ho_slow, total, failed, slow,
+      not_permitted, idx, head, wsize = struct.unpack(CB_FORMAT, raw)
+    b = {
+      dirty = false, state = STATES[state], wtype = WINDOW_TYPES[wtype],
+      gen = gen, changed_at = changed_at, opened_at = opened_at,
+      open_until = open_until, open_attempts = open_attempts,
+      ho_since = ho_since, ho_admitted = ho_admitted, ho_total = ho_total,
+      ho_failed = ho_failed, ho_slow = ho_slow, total = total,
+      failed = failed, slow = slow, not_permitted = not_permitted, idx = idx,
+      head = head, wsize = wsize,
+    }
+  else
+    b = load_unpacked()
   end
   if not b.state then
     set(b, 'state', 'closed')
@@ -71,33 +119,71 @@ local function load_breaker(now)
 end
 
 local function save_breaker(b)
-  local args = {}
-  for name, value in pairs(b.dirty) do
-    args[#args + 1] = name
-    args[#args + 1] = encode(value)
+  if not b.dirty then
+    return
   end
-  if #args > 0 then
-    redis.call('HSET', K_CB, unpack(args))
+  local packed = struct.pack(CB_FORMAT, STATE_CODES[b.state],
+    WINDOW_CODES[b.wtype] or 0, b.gen, b.changed_at, b.opened_at,
+    b.open_until, b.open_attempts, b.ho_since, b.ho_admitted, b.ho_total,
+    b.ho_failed, b.ho_slow, b.total, b.failed, b.slow, b.not_permitted,
+    b.idx, b.head, b.wsize)
+  redis.call('HSET', K_CB, 'p', packed)
+  if b.unpacked then
+    redis.call('HDEL', K_CB, unpack(UNPACKED_FIELDS))
+    b.unpacked = false
   end
+  b.dirty = false
 end
 
--- Every entry point takes 'breaker on' as ARGV[1] and the breaker's config
--- as the 11 entries ARGV[2..12], so only the per-call values follow.
+-- Every entry point takes the policy as ARGV[1], one string of 18 values
+-- separated by spaces, and then its per-call values. The policy values are
+--   breaker on, window type, window size, minimum number of calls, failure
+--   rate threshold, slow call rate threshold, wait in open, wait multiplier,
+--   maximum wait in open, permitted calls in half-open, maximum wait in
+--   half-open, automatic transition to half-open ('1' or '0');
+--   rate limiter on, limit, period; bulkhead on, max concurrent, lease.
+-- A pipeline sends the same few strings on every call, so the parsed tables
+-- are kept between calls of the function library (scripts parse on every
+-- call). They are shared, so no caller may change one.
+local parsed_policies, parsed_count = {}, 0
+local MAX_PARSED_POLICIES = 256
+
 local function read_cfg()
-  local o = 2
-  return {
-    wtype = ARGV[o],
-    wsize = tonumber(ARGV[o + 1]),
-    min_calls = tonumber(ARGV[o + 2]),
-    fail_thr = tonumber(ARGV[o + 3]),
-    slow_thr = tonumber(ARGV[o + 4]),
-    wait = tonumber(ARGV[o + 5]),
-    mult = tonumber(ARGV[o + 6]),
-    max_wait = tonumber(ARGV[o + 7]),
-    permitted = tonumber(ARGV[o + 8]),
-    ho_max_wait = tonumber(ARGV[o + 9]),
-    auto = ARGV[o + 10] == '1',
+  local text = ARGV[1]
+  local cfg = parsed_policies[text]
+  if cfg then
+    return cfg
+  end
+  local v = {}
+  for token in string.gmatch(text, '%S+') do
+    v[#v + 1] = token
+  end
+  cfg = {
+    on = v[1] == '1',
+    wtype = v[2],
+    wsize = tonumber(v[3]),
+    min_calls = tonumber(v[4]),
+    fail_thr = tonumber(v[5]),
+    slow_thr = tonumber(v[6]),
+    wait = tonumber(v[7]),
+    mult = tonumber(v[8]),
+    max_wait = tonumber(v[9]),
+    permitted = tonumber(v[10]),
+    ho_max_wait = tonumber(v[11]),
+    auto = v[12] == '1',
+    rl_on = v[13] == '1',
+    rl_limit = tonumber(v[14]),
+    rl_period = tonumber(v[15]),
+    bh_on = v[16] == '1',
+    bh_max = tonumber(v[17]),
+    bh_lease = tonumber(v[18]),
   }
+  if parsed_count >= MAX_PARSED_POLICIES then
+    parsed_policies, parsed_count = {}, 0
+  end
+  parsed_policies[text] = cfg
+  parsed_count = parsed_count + 1
+  return cfg
 end
 
 local function clear_window(b)
@@ -224,21 +310,24 @@ end
 -- Outcome codes: S success, F failure, SS slow success, SF slow failure.
 local FAILED = {S = 0, F = 1, SS = 0, SF = 1}
 local SLOW = {S = 0, F = 0, SS = 1, SF = 1}
-local RING_BYTE = {S = '1', F = '2', SS = '3', SF = '4'}
-local RING_CODE = {['1'] = 'S', ['2'] = 'F', ['3'] = 'SS', ['4'] = 'SF'}
+-- Ring bytes are the characters '1' to '4', which BITFIELD reads as 49 to 52.
+local RING_BYTE = {S = 49, F = 50, SS = 51, SF = 52}
+local RING_CODE = {[49] = 'S', [50] = 'F', [51] = 'SS', [52] = 'SF'}
 
 local function record_in_window(b, cfg, now, code)
   if cfg.wtype == 'count_based' then
     -- A ring buffer of one byte per call; the byte being overwritten is
     -- the oldest call, which leaves the window.
     local pos = b.idx % cfg.wsize
-    local old = RING_CODE[redis.call('GETRANGE', K_RING, pos, pos)]
+    -- One BITFIELD writes the new byte and returns the one it replaced.
+    local replaced = redis.call(
+      'BITFIELD', K_RING, 'SET', 'u8', '#' .. pos, RING_BYTE[code])
+    local old = RING_CODE[replaced[1]]
     if old then
       set(b, 'total', b.total - 1)
       set(b, 'failed', b.failed - FAILED[old])
       set(b, 'slow', b.slow - SLOW[old])
     end
-    redis.call('SETRANGE', K_RING, pos, RING_BYTE[code])
     set(b, 'idx', b.idx + 1)
   else
     advance_buckets(b, cfg, now)
@@ -263,4 +352,36 @@ local function exceeded(total, failed, slow, cfg)
     return 'slow_call_rate_exceeded'
   end
   return nil
+end
+
+-- Which outcomes of a call admitted now cannot cause a transition when
+-- recorded, unless the breaker changes first: 2 any (disabled and
+-- metrics_only never transition on a record), 1 success and ignored, 0 none.
+-- In closed, a success adds one call and no failed or slow one, and the
+-- window may drop old calls, so the recorded window has failed' <= failed,
+-- slow' <= slow and total' <= total + 1 calls. Its total' is at least
+-- min(total + 1, size) for a count-based window and at least 1 for a
+-- time-based one. Neither rate can reach its threshold if it stays below it
+-- with that smallest total, and nothing trips below the minimum.
+local function quiet_level(b, cfg)
+  local state = b.state
+  if state == 'disabled' or state == 'metrics_only' then
+    return 2
+  end
+  if state ~= 'closed' then
+    return 0
+  end
+  local total = b.total + 1
+  if total < cfg.min_calls then
+    return 1
+  end
+  local smallest = 1
+  if cfg.wtype == 'count_based' then
+    smallest = math.min(total, cfg.wsize)
+  end
+  if b.failed * 100 < cfg.fail_thr * smallest
+      and b.slow * 100 < cfg.slow_thr * smallest then
+    return 1
+  end
+  return 0
 end

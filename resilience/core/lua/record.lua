@@ -1,22 +1,23 @@
 -- Record one attempt's outcome and, at the end of a call, release its
 -- bulkhead permit.
--- ARGV: record on, 11 breaker config values (see read_cfg), then now,
---   permit id ('' for none), generation, outcome (S, F, SS, SF, or I for
---   ignored).
--- Returns {breaker state, 1 if the permit was still held, events...}.
+-- ARGV: policy (see read_cfg; 'breaker on' is '0' when only the permit is
+--   released), then now, permit id ('' for none), generation, outcome (S, F,
+--   SS, SF, or I for ignored).
+-- Returns 1 if the permit was still held, else 0; when the breaker changed
+-- state, {that number, events...} instead.
 local function record(keys, args)
   bind(keys, args)
-  local now = clock_now(ARGV[13])
+  local now = clock_now(ARGV[2])
   local released = 0
-  if ARGV[14] ~= '' then
-    released = redis.call('ZREM', K_BH, ARGV[14])
+  if ARGV[3] ~= '' then
+    released = redis.call('ZREM', K_BH, ARGV[3])
   end
-  if ARGV[1] ~= '1' then
-    return {'', released}
+  local cfg = read_cfg()
+  if not cfg.on then
+    return released
   end
 
-  local cfg = read_cfg()
-  local gen, code = tonumber(ARGV[15]), ARGV[16]
+  local gen, code = tonumber(ARGV[4]), ARGV[5]
   local events = {}
   local b = load_breaker(now)
   ensure_window(b, cfg, events, now)
@@ -63,5 +64,8 @@ local function record(keys, args)
     end
   end
   save_breaker(b)
-  return {b.state, released, unpack(events)}
+  if #events == 0 then
+    return released
+  end
+  return {released, unpack(events)}
 end

@@ -1,15 +1,14 @@
 -- Live state of all three stages, applying any due breaker timer first.
--- ARGV: breaker on, 11 breaker config values (see read_cfg), rate-limit
---   period, now.
+-- ARGV: policy (see read_cfg), now.
 -- Returns {JSON document, recent transition events (newest first)...}.
 local function snapshot(keys, args)
   bind(keys, args)
-  local now = clock_now(ARGV[14])
+  local now = clock_now(ARGV[2])
   local result = {now = encode(now)}
   local events = {}
+  local cfg = read_cfg()
 
-  if ARGV[1] == '1' then
-    local cfg = read_cfg()
+  if cfg.on then
     local b = load_breaker(now)
     ensure_window(b, cfg, events, now)
     apply_timers(b, cfg, events, now, false)
@@ -35,7 +34,7 @@ local function snapshot(keys, args)
 
   redis.call('ZREMRANGEBYSCORE', K_BH, '-inf', encode(now))
   redis.call('ZREMRANGEBYSCORE', K_BH_WAIT, '-inf', encode(now))
-  redis.call('ZREMRANGEBYSCORE', K_RL, '-inf', encode(now - tonumber(ARGV[13])))
+  redis.call('ZREMRANGEBYSCORE', K_RL, '-inf', encode(now - cfg.rl_period))
   redis.call('ZREMRANGEBYSCORE', K_RL_WAIT, '-inf', encode(now))
   local stats = redis.call('HMGET', K_STATS, 'bh_rejected', 'rl_rejected')
   result.bulkhead = {
