@@ -191,25 +191,42 @@ def _retry_phase_two(run: SagaRun, user: Any) -> None:
     )
 
 
+# The statuses in which a run flagged as needing attention can be resolved,
+# by kind. A paused orchestrated run is flagged too, but waits for retry or
+# cancel instead.
+RESOLVABLE: dict[str, list[str]] = {
+    SagaDefinition.Kind.ORCHESTRATED: [RunStatus.COMPENSATION_FAILED],
+    SagaDefinition.Kind.CHOREOGRAPHY: [
+        RunStatus.COMPENSATION_FAILED,
+        RunStatus.COMPLETED,
+        RunStatus.COMPENSATED,
+    ],
+    SagaDefinition.Kind.TCC: [RunStatus.NEEDS_ATTENTION],
+}
+
+
 def resolve(run: SagaRun, user: Any, note: str) -> None:
     """Mark a run that needs attention as resolved by hand, with a note.
 
-    That is a compensation_failed orchestrated or choreographed run, or a
-    TCC run that ended needs_attention. The status stays as it is, because
+    That is a compensation_failed orchestrated or choreographed run, a
+    finished choreographed run that a later event contradicted, or a TCC
+    run that ended needs_attention. The status stays as it is, because
     the control plane did not finish the run; the note says who did what.
     """
     note = note.strip()
     if not note:
         raise ActionNotAllowed("A note saying how the run was resolved is required.")
-    expected = (
-        RunStatus.NEEDS_ATTENTION
-        if run.definition.kind == SagaDefinition.Kind.TCC
-        else RunStatus.COMPENSATION_FAILED
-    )
+    statuses = RESOLVABLE[run.definition.kind]
     now = timezone.now()
     with transaction.atomic():
+        current = (
+            SagaRun.objects.select_for_update()
+            .filter(pk=run.pk, status__in=statuses, needs_attention=True)
+            .values_list("status", flat=True)
+            .first()
+        )
         changed = SagaRun.objects.filter(
-            pk=run.pk, status=expected, needs_attention=True
+            pk=run.pk, status=current, needs_attention=True
         ).update(
             needs_attention=False,
             resolved_at=now,
@@ -217,15 +234,15 @@ def resolve(run: SagaRun, user: Any, note: str) -> None:
             resolution_note=note,
             updated_at=now,
         )
-        if changed != 1:
+        if current is None or changed != 1:
             raise ActionNotAllowed(
-                f"Only a {expected} run that needs attention can be resolved; "
-                f"this one is {_status(run)}{_resolved(run)}."
+                f"Only a {' or '.join(statuses)} run that needs attention can be "
+                f"resolved; this one is {_status(run)}{_resolved(run)}."
             )
         RunStatusChange.objects.create(
             run_id=run.pk,
-            from_status=expected,
-            to_status=expected,
+            from_status=current,
+            to_status=current,
             at=now,
             reason=f"resolved by {user}: {note}",
         )

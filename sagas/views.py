@@ -88,6 +88,8 @@ def run_detail(request: HttpRequest, run_id: Any) -> HttpResponse:
         "duration_ms": _milliseconds(services.run_age(run)),
         "input_json": json.dumps(run.input, indent=2, sort_keys=True),
         "is_operator": is_operator(request.user),
+        "can_resolve": run.needs_attention
+        and run.status in actions.RESOLVABLE[run.definition.kind],
         "timeline": timeline(list(steps)),
         "lanes": EVENT_LANES,
         "event_rows": event_rows(run),

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from controlplane.models import InboxEvent
 from controlplane.seed import seed
-from sagas import choreography
+from sagas import actions, choreography
 from sagas.models import RunStatus, SagaDefinition, SagaRun
 
 pytestmark = pytest.mark.django_db
@@ -137,3 +137,16 @@ def test_deadline_skips_orchestrated_runs(run: SagaRun) -> None:
 
     orchestrated.refresh_from_db()
     assert orchestrated.status == RunStatus.PENDING
+
+
+def test_flagged_completed_run_can_be_resolved(run: SagaRun) -> None:
+    choreography.record_event(message(run, "OrderConfirmed"))
+    choreography.record_event(message(run, "OrderCancelled"))
+    run.refresh_from_db()
+
+    actions.resolve(run, None, "order re-placed by hand")
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.COMPLETED
+    assert run.needs_attention is False
+    assert run.resolution_note == "order re-placed by hand"

@@ -64,6 +64,33 @@ def test_run_detail_renders(demo_client: Client) -> None:
     assert str(run.pk) in response.content.decode()
 
 
+@pytest.mark.parametrize(
+    ("saga", "status", "flagged", "shown"),
+    [
+        ("order", "compensation_failed", True, True),
+        ("order", "paused", True, False),
+        ("order-choreography", "completed", True, True),
+        ("order-choreography", "completed", False, False),
+        ("order-tcc", "needs_attention", True, True),
+    ],
+)
+def test_resolve_form_shown_when_resolvable(
+    demo_client: Client, saga: str, status: str, flagged: bool, shown: bool
+) -> None:
+    definition = SagaDefinition.objects.get(name=saga)
+    run = SagaRun.objects.create(
+        definition=definition,
+        steps_snapshot=definition.steps,
+        status=status,
+        needs_attention=flagged,
+    )
+
+    response = demo_client.get(f"/runs/{run.pk}/")
+
+    assert response.status_code == 200
+    assert ('id="resolve-run"' in response.content.decode()) is shown
+
+
 def test_start_form_rejects_bad_quantity(demo_client: Client) -> None:
     form = {
         "saga": "order",
