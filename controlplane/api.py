@@ -90,33 +90,62 @@ class StrictCharField(serializers.CharField):
 class RejectUnknownFieldsMixin(serializers.Serializer):
     """Reject request fields that the serializer does not accept.
 
-    Unknown fields are reported together with the other fields' errors, so
-    one response names every problem of the body. ``accepted_fields``, when
-    set, narrows the accepted names to fewer than the declared fields, for
-    example to leave out read-only ones.
+    Unknown fields, at the top or inside a nested serializer that uses
+    this mixin too, are reported together with every other error of the
+    body, including those of ``validate()``: the rest of the body is
+    validated without them. ``accepted_fields``, when set, narrows the
+    accepted names to fewer than the declared fields, for example to leave
+    out read-only ones.
     """
 
     accepted_fields: frozenset[str] | None = None
 
-    def to_internal_value(self, data: Any) -> Any:
-        accepted = self.accepted_fields or set(self.fields)
-        unknown = sorted(set(data) - accepted) if isinstance(data, dict) else []
-        errors = {
-            name: [ErrorDetail("This field is not known.", code="unknown_field")]
-            for name in unknown
-        }
+    def run_validation(self, data: Any = serializers.empty) -> Any:
+        if not isinstance(data, Mapping):
+            return super().run_validation(data)
+        known, errors = self.split_unknown(data)
+        if not errors:
+            return super().run_validation(data)
         try:
-            value = super().to_internal_value(data)
+            super().run_validation(known)
         except ValidationError as exc:
-            if not errors:
-                raise
             detail = exc.detail
             if not isinstance(detail, dict):
                 detail = {"non_field_errors": detail}
-            raise ValidationError({**detail, **errors}) from exc
-        if errors:
-            raise ValidationError(errors)
-        return value
+            errors = _merge_errors(detail, errors)
+        raise ValidationError(errors)
+
+    def split_unknown(self, data: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
+        """Return the known part of ``data`` and errors naming the rest."""
+        accepted = self.accepted_fields or set(self.fields)
+        known: dict[str, Any] = {}
+        errors: dict[str, Any] = {}
+        for name, value in data.items():
+            if name not in accepted:
+                errors[name] = [
+                    ErrorDetail("This field is not known.", code="unknown_field")
+                ]
+                continue
+            field = self.fields.get(name)
+            if isinstance(field, RejectUnknownFieldsMixin) and isinstance(
+                value, Mapping
+            ):
+                value, nested = field.split_unknown(value)
+                if nested:
+                    errors[name] = nested
+            known[name] = value
+        return known, errors
+
+
+def _merge_errors(first: Any, second: Any) -> Any:
+    if isinstance(first, dict) and isinstance(second, dict):
+        merged = dict(first)
+        for key, value in second.items():
+            merged[key] = _merge_errors(merged[key], value) if key in merged else value
+        return merged
+    if isinstance(first, list) and isinstance(second, list):
+        return [*first, *second]
+    return second
 
 
 def check_query_params(request: Any, allowed: set[str]) -> None:
@@ -145,3 +174,19 @@ def check_query_params(request: Any, allowed: set[str]) -> None:
             ]
     if errors:
         raise ValidationError(errors)
+
+
+class NoFieldsSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    """The body of an action that takes no fields: empty, {} or nothing."""
+
+
+def check_empty_body(request: Request) -> None:
+    """Reject a body with fields, for actions such as cancel or reset.
+
+    Without this a client that sent a field it expected to matter (a
+    reason, a force flag) would see the action done as if it had not.
+    """
+    data = request.data
+    if data in (None, "") or (hasattr(data, "keys") and not list(data.keys())):
+        return
+    NoFieldsSerializer(data=data).is_valid(raise_exception=True)

@@ -25,7 +25,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 from rest_framework.views import APIView
 
-from controlplane.api import MAX_JSON_DEPTH, BoundedJSONParser
+from controlplane.api import MAX_JSON_DEPTH, BoundedJSONParser, check_empty_body
 from controlplane.idempotency import IDEMPOTENCY_RESPONSES, idempotent
 from resilience import policies, services, tasks
 from resilience.models import BreakerTransition, Policy, PolicyVersion, Target
@@ -403,6 +403,7 @@ class BreakerViewSet(viewsets.ViewSet):
     @action(detail=True, methods=["post"], url_path="force-open")
     def force_open(self, request: Request, target: str | None = None) -> Response:
         """Reject every call until an operator resets or disables the breaker."""
+        check_empty_body(request)
         return self._act(target, "force_open")
 
     @extend_schema(
@@ -412,6 +413,7 @@ class BreakerViewSet(viewsets.ViewSet):
     @action(detail=True, methods=["post"])
     def disable(self, request: Request, target: str | None = None) -> Response:
         """Let every call pass and record nothing."""
+        check_empty_body(request)
         return self._act(target, "disable")
 
     @extend_schema(
@@ -421,6 +423,7 @@ class BreakerViewSet(viewsets.ViewSet):
     @action(detail=True, methods=["post"], url_path="metrics-only")
     def metrics_only(self, request: Request, target: str | None = None) -> Response:
         """Record calls but never trip."""
+        check_empty_body(request)
         return self._act(target, "metrics_only")
 
     @extend_schema(
@@ -430,6 +433,7 @@ class BreakerViewSet(viewsets.ViewSet):
     @action(detail=True, methods=["post"])
     def reset(self, request: Request, target: str | None = None) -> Response:
         """Return to closed with empty metrics."""
+        check_empty_body(request)
         return self._act(target, "reset")
 
     @extend_schema(responses=BreakerSerializer(many=True))

@@ -191,6 +191,10 @@ def _retry_phase_two(run: SagaRun, user: Any) -> None:
     )
 
 
+# The longest resolution note, the API's limit too; the dashboard's form
+# posts here without the API's serializer.
+MAX_NOTE_LENGTH = 2000
+
 # The statuses in which a run flagged as needing attention can be resolved,
 # by kind. A paused orchestrated run is flagged too, but waits for retry or
 # cancel instead.
@@ -216,6 +220,10 @@ def resolve(run: SagaRun, user: Any, note: str) -> None:
     note = note.strip()
     if not note:
         raise ActionNotAllowed("A note saying how the run was resolved is required.")
+    if len(note) > MAX_NOTE_LENGTH:
+        raise ActionNotAllowed(
+            f"The note must be at most {MAX_NOTE_LENGTH} characters, got {len(note)}."
+        )
     statuses = RESOLVABLE[run.definition.kind]
     now = timezone.now()
     with transaction.atomic():
@@ -236,8 +244,8 @@ def resolve(run: SagaRun, user: Any, note: str) -> None:
         )
         if current is None or changed != 1:
             raise ActionNotAllowed(
-                f"Only a {' or '.join(statuses)} run that needs attention can be "
-                f"resolved; this one is {_status(run)}{_resolved(run)}."
+                f"Only a flagged {' or '.join(statuses)} run can be resolved; "
+                f"this one is {_status(run)}{_resolved(run)}."
             )
         RunStatusChange.objects.create(
             run_id=run.pk,

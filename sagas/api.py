@@ -10,7 +10,7 @@ from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from controlplane.api import check_query_params
+from controlplane.api import check_empty_body, check_query_params
 from controlplane.idempotency import IDEMPOTENCY_RESPONSES, idempotent
 from sagas import actions, services
 from sagas.models import RunStatus, SagaDefinition, SagaRun
@@ -126,6 +126,7 @@ class SagaRunViewSet(
     @idempotent()
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         """Stop a pending or running run and compensate what took effect."""
+        check_empty_body(request)
         return self._act(request, actions.cancel)
 
     @extend_schema(request=None, responses={200: SagaRunSerializer, 409: None})
@@ -138,6 +139,7 @@ class SagaRunViewSet(
         its failed compensations, and a TCC run in needs_attention the
         confirms or cancels its stored decision still lacks.
         """
+        check_empty_body(request)
         return self._act(request, actions.retry)
 
     @extend_schema(request=ResolveSerializer, responses={200: SagaRunSerializer})

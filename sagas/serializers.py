@@ -10,6 +10,7 @@ from rest_framework.exceptions import ErrorDetail
 
 from controlplane.api import RejectUnknownFieldsMixin, StrictCharField
 from resilience.serializers import DESCRIPTION_TOO_LONG, MAX_DESCRIPTION_LENGTH
+from sagas.actions import MAX_NOTE_LENGTH
 from sagas.checks import (
     Problem,
     choreography_problems,
@@ -391,7 +392,8 @@ class RunFilterSerializer(serializers.Serializer):
         return value.lower()
 
 
-class ResolveSerializer(serializers.Serializer):
+class ResolveSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     note = StrictCharField(
-        max_length=2000, help_text="How the run was resolved; kept in its history."
+        max_length=MAX_NOTE_LENGTH,
+        help_text="How the run was resolved; kept in its history.",
     )

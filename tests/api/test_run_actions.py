@@ -83,6 +83,32 @@ def test_resolve_rejects_number_note(operator_client: APIClient, run: SagaRun) -
     assert run.needs_attention is True
 
 
+@pytest.mark.parametrize(
+    ("action", "body"),
+    [("cancel", {"force": True}), ("resolve", {"note": "done", "extra": 1})],
+)
+def test_action_rejects_unknown_field(
+    operator_client: APIClient, run: SagaRun, action: str, body: dict[str, Any]
+) -> None:
+    SagaRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.COMPENSATION_FAILED
+        if action == "resolve"
+        else RunStatus.PENDING,
+        needs_attention=action == "resolve",
+    )
+
+    response = post(operator_client, run, action, body)
+
+    assert response.status_code == 400, response.content
+    [error] = response.json()["errors"]
+    assert error["code"] == "unknown_field"
+    assert error["field"] in body
+    before = run.status_changes.count()
+    run.refresh_from_db()
+    assert run.status_changes.count() == before
+    assert run.resolved_at is None
+
+
 def test_unknown_run_is_404(operator_client: APIClient, order_saga: Any) -> None:
     response = operator_client.post(
         "/api/runs/00000000-0000-0000-0000-000000000000/cancel/"

@@ -160,3 +160,24 @@ def test_load_data_command_fills_pages(demo_client: Client) -> None:
 def test_load_data_rejects_negative_counts(db: Any) -> None:
     with pytest.raises(CommandError, match="must be 0 or more"):
         call_command("generate_load_data", targets=-1, runs=1, stdout=StringIO())
+
+
+def test_dashboard_resolve_rejects_long_note(demo_client: Client) -> None:
+    definition = SagaDefinition.objects.get(name="order")
+    run = SagaRun.objects.create(
+        definition=definition,
+        steps_snapshot=definition.steps,
+        status="compensation_failed",
+        needs_attention=True,
+    )
+
+    response = demo_client.post(
+        f"/runs/{run.pk}/resolve/", {"note": "b" * 2001}, follow=True
+    )
+
+    assert "The note must be at most 2000 characters, got 2001." in (
+        response.content.decode()
+    )
+    run.refresh_from_db()
+    assert run.needs_attention is True
+    assert run.resolved_at is None

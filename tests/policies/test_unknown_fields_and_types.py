@@ -113,3 +113,40 @@ def test_target_of_policy_cannot_change(
 
     assert response.status_code == 400
     assert field_errors(response)["target"]["code"] == "immutable"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"retry": {"max_attempts": 0}, "bogus": {}},
+        {"retry": {"max_attempts": 0, "bogus": 1}},
+    ],
+)
+def test_unknown_field_reported_with_others(
+    operator_client: APIClient, target: Target, body: dict[str, Any]
+) -> None:
+    operator_client.post(
+        "/api/policies/", {"target": target.name, **VALID_POLICY}, format="json"
+    )
+
+    response = operator_client.patch(
+        f"/api/policies/{target.name}/", body, format="json"
+    )
+
+    assert response.status_code == 400, response.content
+    errors = field_errors(response)
+    assert errors["retry.max_attempts"]["code"] == "min_value"
+    unknown = [e for e in errors.values() if e["code"] == "unknown_field"]
+    assert len(unknown) == 1
+    assert Policy.objects.get().version == 1
+
+
+def test_breaker_action_rejects_fields(
+    operator_client: APIClient, target: Target
+) -> None:
+    response = operator_client.post(
+        f"/api/breakers/{target.name}/reset/", {"bogus": 1}, format="json"
+    )
+
+    assert response.status_code == 400, response.content
+    assert field_errors(response)["bogus"]["code"] == "unknown_field"
