@@ -3,6 +3,7 @@
 from collections.abc import Mapping
 from typing import Any
 
+from django.db import models
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail, ParseError, ValidationError
 from rest_framework.pagination import LimitOffsetPagination
@@ -71,20 +72,40 @@ class CheckedLimitOffsetPagination(LimitOffsetPagination):
         return super().paginate_queryset(queryset, request, view)
 
 
-class StrictCharField(serializers.CharField):
-    """A text field that rejects JSON numbers and booleans.
+class StrictStringMixin(serializers.Field):
+    """Reject JSON numbers and booleans where a text field expects a string.
 
-    DRF's CharField turns ``5`` into ``"5"``, so a client that sends the
-    wrong type would never learn it; this one answers 400 with the rule
+    DRF's text fields turn ``5`` into ``"5"``, so a client that sends the
+    wrong type would never learn it; these answer 400 with the rule
     ``not_a_string``.
     """
 
     default_error_messages = {"not_a_string": "Must be a string, not {kind}."}
 
-    def to_internal_value(self, data: Any) -> str:
+    def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, str):
             self.fail("not_a_string", kind=type(data).__name__)
-        return str(super().to_internal_value(data))
+        return super().to_internal_value(data)
+
+
+class StrictCharField(StrictStringMixin, serializers.CharField):
+    """A CharField that accepts only strings."""
+
+
+class StrictSlugField(StrictStringMixin, serializers.SlugField):
+    """A SlugField that accepts only strings."""
+
+
+class StrictRegexField(StrictStringMixin, serializers.RegexField):
+    """A RegexField that accepts only strings."""
+
+
+class StrictURLField(StrictStringMixin, serializers.URLField):
+    """A URLField that accepts only strings."""
+
+
+class StrictSlugRelatedField(StrictStringMixin, serializers.SlugRelatedField):
+    """A SlugRelatedField that looks up strings only."""
 
 
 class RejectUnknownFieldsMixin(serializers.Serializer):
@@ -99,6 +120,15 @@ class RejectUnknownFieldsMixin(serializers.Serializer):
     """
 
     accepted_fields: frozenset[str] | None = None
+    # Used by ModelSerializer subclasses: their text columns take strings
+    # only, like the fields declared by hand.
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.CharField: StrictCharField,
+        models.TextField: StrictCharField,
+        models.SlugField: StrictSlugField,
+        models.URLField: StrictURLField,
+    }
 
     def run_validation(self, data: Any = serializers.empty) -> Any:
         if not isinstance(data, Mapping):

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.validators import RegexValidator
 from rest_framework import serializers
 
-from controlplane.api import RejectUnknownFieldsMixin
+from controlplane.api import RejectUnknownFieldsMixin, StrictCharField
 from demo.models import FaultSetting, Order, Payment, Reservation, Shipment
 
 REFERENCE_MAX_LENGTH = 64
@@ -23,13 +23,13 @@ reference_validator = RegexValidator(
 
 
 def reference_field() -> serializers.CharField:
-    return serializers.CharField(
+    return StrictCharField(
         max_length=REFERENCE_MAX_LENGTH, validators=[reference_validator]
     )
 
 
 def id_field() -> serializers.CharField:
-    return serializers.CharField(max_length=64)
+    return StrictCharField(max_length=64)
 
 
 def quantity_field() -> serializers.IntegerField:

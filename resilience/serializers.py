@@ -12,7 +12,13 @@ from typing import Any
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail, ValidationError
 
-from controlplane.api import RejectUnknownFieldsMixin
+from controlplane.api import (
+    RejectUnknownFieldsMixin,
+    StrictCharField,
+    StrictRegexField,
+    StrictSlugField,
+    StrictSlugRelatedField,
+)
 from resilience import policies, services
 from resilience.core import config as limits
 from resilience.models import BreakerTransition, Policy, PolicyVersion, Target
@@ -75,7 +81,7 @@ class RateLimiterSerializer(serializers.Serializer):
 
 
 class CallRequestSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
-    target = serializers.SlugRelatedField(
+    target = StrictSlugRelatedField(
         slug_field="name",
         queryset=Target.objects.all(),
         help_text="Name of a registered target.",
@@ -83,7 +89,7 @@ class CallRequestSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     method = serializers.ChoiceField(
         choices=["GET", "POST", "PUT", "PATCH", "DELETE"], default="GET"
     )
-    path = serializers.RegexField(
+    path = StrictRegexField(
         r"^/[^\s]*$",
         max_length=2000,
         help_text="Path appended to the target's base URL; starts with '/'.",
@@ -186,7 +192,7 @@ class StrictBooleanField(serializers.BooleanField):
 
 def codes_field(help_text: str) -> serializers.ListField:
     return serializers.ListField(
-        child=serializers.CharField(max_length=16),
+        child=StrictCharField(max_length=16),
         max_length=limits.MAX_LIST_ENTRIES,
         required=False,
         help_text=f"{help_text} Codes are {CODES_RULE}.",
@@ -195,7 +201,7 @@ def codes_field(help_text: str) -> serializers.ListField:
 
 def names_field(help_text: str) -> serializers.ListField:
     return serializers.ListField(
-        child=serializers.CharField(max_length=200),
+        child=StrictCharField(max_length=200),
         max_length=limits.MAX_LIST_ENTRIES,
         required=False,
         help_text=help_text,
@@ -432,7 +438,7 @@ class TargetSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
 class PolicySerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     """A target's policy: each section null or absent is off, except timeout."""
 
-    target = serializers.SlugField(
+    target = StrictSlugField(
         max_length=64,
         required=False,
         help_text="Name of a registered target; required on create, cannot change.",
@@ -557,9 +563,9 @@ class PolicyVersionSerializer(serializers.ModelSerializer):
 
 
 class ImportTargetSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
-    name = serializers.SlugField(max_length=64)
+    name = StrictSlugField(max_length=64)
     base_url = serializers.URLField(max_length=500)
-    description = serializers.CharField(
+    description = StrictCharField(
         allow_blank=True,
         required=False,
         default="",

@@ -150,3 +150,46 @@ def test_breaker_action_rejects_fields(
 
     assert response.status_code == 400, response.content
     assert field_errors(response)["bogus"]["code"] == "unknown_field"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        (
+            "/api/targets/",
+            {"name": 123, "base_url": "http://127.0.0.1:1/"},
+            "name",
+        ),
+        (
+            "/api/targets/",
+            {"name": "t1", "base_url": "http://127.0.0.1:1/", "description": 5},
+            "description",
+        ),
+        ("/api/calls/", {"target": 123, "path": "/"}, "target"),
+    ],
+)
+def test_number_for_text_rejected(
+    operator_client: APIClient, path: str, body: dict[str, Any], field: str
+) -> None:
+    response = operator_client.post(
+        path, body, format="json", HTTP_IDEMPOTENCY_KEY=f"number-{field}"
+    )
+
+    assert response.status_code == 400, response.content
+    error = field_errors(response)[field]
+    assert error["code"] == "not_a_string"
+    assert error["value"] == body[field]
+
+
+def test_number_in_exception_list_rejected(
+    operator_client: APIClient, target: Target
+) -> None:
+    body = {"target": target.name, "retry": {"retry_exceptions": [5]}}
+
+    response = operator_client.post("/api/policies/", body, format="json")
+
+    assert response.status_code == 400, response.content
+    assert field_errors(response)["retry.retry_exceptions.0"]["code"] == (
+        "not_a_string"
+    )
+    assert not Policy.objects.exists()
