@@ -138,22 +138,27 @@ def redis_url(data_dir: Path, database: int = 0) -> Iterator[str]:
 
 
 def _stop(process: subprocess.Popen[bytes], name: str) -> None:
-    """Stop a child and its process group (a worker's pool processes too)."""
-    # The group may outlive its leader: pool processes of a worker whose
-    # main process was killed keep running until they are told to stop.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGTERM)
-    if process.poll() is not None:
-        return
-    try:
-        process.wait(STOP_GRACE_SECONDS)
-    except subprocess.TimeoutExpired:
-        logger.warning(
-            "%s did not stop within %ss; killing it", name, STOP_GRACE_SECONDS
-        )
+    """Stop a child, then whatever is left of its process group.
+
+    SIGTERM goes to the child alone first: a Celery worker then shuts down
+    warmly, finishing its running tasks before it stops its pool, and
+    gunicorn lets its workers finish their requests. A signal to the whole
+    group would end the pool processes mid-task. What is left after the
+    child exits or after the grace period, such as pool processes of a
+    worker whose main process was killed, is killed with the group.
+    """
+    if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            logger.warning(
+                "%s did not stop within %ss; killing it", name, STOP_GRACE_SECONDS
+            )
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def _manage(env: dict[str, str], *args: str) -> None:
@@ -395,7 +400,9 @@ def _supervise(commands: dict[str, list[str]], env: dict[str, str], port: int) -
         logger.error("%s", exc)
         status = 1
     finally:
-        for name, process in processes.items():
+        # Beat first, so nothing new is sent, then the worker while the web
+        # server still answers the demo calls of the tasks it finishes.
+        for name, process in reversed(processes.items()):
             _stop(process, name)
             (pid_dir / f"{name}.pid").unlink(missing_ok=True)
         launcher_pid.unlink(missing_ok=True)
