@@ -271,6 +271,13 @@ def run(port: int) -> int:
                 "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
             }
             env.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
+            checked = subprocess.run(
+                [sys.executable, str(BASE_DIR / "manage.py"), "check_redis_owner"],
+                env=env,
+            )
+            if checked.returncode != 0:
+                logger.error("not started: see the message above")
+                return checked.returncode
             _manage(env, "migrate", "--no-input", "-v", "0")
             _manage(env, "seed_demo", "--base-url", base_url)
             return _supervise(_children(port, data_dir), env, port)

@@ -72,13 +72,20 @@ def claim(client: redis.Redis, identity: str) -> None:
     owner = client.eval(_CLAIM, 1, OWNER_KEY, identity, OWNER_TTL_SECONDS)
     owner = owner.decode() if isinstance(owner, bytes) else str(owner)
     if owner != identity:
-        url = _without_password(settings.REDIS_URL)
-        raise RedisInUse(
-            f"REDIS_URL {url} is in use by a control plane with "
-            f"another database ({owner}); this one's is {identity}. Give each "
-            "control plane its own Redis database, for example by changing the "
-            "number at the end of REDIS_URL."
-        )
+        raise RedisInUse(in_use_message(owner, identity))
+
+
+def in_use_message(owner: str | bytes, identity: str) -> str:
+    """Say that ``owner``'s control plane uses the Redis database, and what to do."""
+    if isinstance(owner, bytes):
+        owner = owner.decode()
+    url = _without_password(settings.REDIS_URL)
+    return (
+        f"REDIS_URL {url} is in use by a control plane with another database "
+        f"({owner}); this one's is {identity}. Give each control plane its own "
+        "Redis database, for example by changing the number at the end of "
+        "REDIS_URL."
+    )
 
 
 def _without_password(url: str) -> str:
@@ -101,7 +108,7 @@ def connect_worker_signals() -> None:
     signals.worker_shutdown.connect(_on_worker_shutdown, weak=False)
 
 
-def _client() -> redis.Redis:
+def redis_client() -> redis.Redis:
     return redis.Redis.from_url(
         settings.REDIS_URL, socket_timeout=5.0, socket_connect_timeout=5.0
     )
@@ -110,7 +117,7 @@ def _client() -> redis.Redis:
 def _on_worker_init(**kwargs: Any) -> None:
     identity = database_identity()
     try:
-        claim(_client(), identity)
+        claim(redis_client(), identity)
     except RedisInUse as exc:
         logger.error("worker not started: %s", exc)
         # Celery's signal dispatch logs and swallows an Exception, so only
@@ -123,7 +130,7 @@ def _on_worker_init(**kwargs: Any) -> None:
 
 
 def _renew(identity: str) -> None:
-    client = _client()
+    client = redis_client()
     while True:
         threading.Event().wait(RENEW_SECONDS)
         try:
@@ -139,6 +146,6 @@ def _renew(identity: str) -> None:
 
 def _on_worker_shutdown(**kwargs: Any) -> None:
     try:
-        release(_client(), database_identity())
+        release(redis_client(), database_identity())
     except redis.RedisError as exc:
         logger.warning("redis owner claim not released: %s", exc)

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from controlplane import ownership
-from controlplane.launcher import BASE_DIR
+from controlplane.launcher import BASE_DIR, free_port, port_free
 from tests.stack import Stack, suite_redis_url
 
 
@@ -84,3 +84,25 @@ def test_worker_of_other_database_exits(stack: Stack, tmp_path: Path) -> None:
     assert "in use by a control plane with another database" in output
     assert str(tmp_path) in output
     assert stack.get("/api/runs/").status_code == 200
+
+
+@pytest.mark.stack
+def test_second_launcher_stops_before_starting(stack: Stack, tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "REDIS_URL": suite_redis_url(1),
+        "CONTROLPLANE_DATA_DIR": str(tmp_path),
+    }
+    env.pop("DATABASE_URL", None)
+    command = [sys.executable, "-m", "controlplane.launcher", "run", "--port"]
+
+    finished = subprocess.run(
+        [*command, str(port)], env=env, cwd=BASE_DIR, capture_output=True, timeout=60
+    )
+
+    output = finished.stdout.decode() + finished.stderr.decode()
+    assert finished.returncode == ownership.EXIT_REDIS_IN_USE, output
+    assert "in use by a control plane with another database" in output
+    assert not (tmp_path / "controlplane.sqlite3").exists()
+    assert port_free(port)
