@@ -188,10 +188,14 @@ def check_query_params(request: Any, allowed: set[str]) -> None:
     for name in request.query_params:
         values = request.query_params.getlist(name)
         if name not in allowed:
+            expected = (
+                f"expected one of {', '.join(sorted(allowed))}"
+                if allowed
+                else "this endpoint takes none"
+            )
             errors[name] = [
                 ErrorDetail(
-                    f"Is not a parameter of this list; expected one of "
-                    f"{', '.join(sorted(allowed))}.",
+                    f"Is not a parameter of this endpoint; {expected}.",
                     code="unknown_field",
                 )
             ]

@@ -15,6 +15,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from controlplane.api import check_query_params
+
 
 class LoginView(auth_views.LoginView):
     template_name = "registration/login.html"
@@ -72,6 +74,7 @@ class ApiRootView(APIView):
         summary="List the API's collections and documents.",
     )
     def get(self, request: Request) -> Response:
+        check_query_params(request, set())
         links = {
             name: request.build_absolute_uri(reverse(url_name))
             for name, url_name in self.links.items()

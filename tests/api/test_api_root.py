@@ -15,3 +15,12 @@ def test_root_links_collections(db: Any) -> None:
     assert links["auth/token"] == "http://testserver/api/auth/token/"
     for url in links.values():
         assert "<" not in url
+
+
+def test_root_rejects_query_parameters(db: Any) -> None:
+    response = APIClient().get("/api/?bogus=1")
+
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert error["field"] == "bogus"
+    assert error["code"] == "unknown_field"
