@@ -27,7 +27,7 @@ from resilience.core import Pipeline, PolicyConfig
 POLICY = {
     # Limits far above what one client reaches, so every stage runs its full
     # admission path without rejecting.
-    "rate_limiter": {"limit_for_period": 1_000_000, "limit_refresh_period": 1.0},
+    "rate_limiter": {"limit_for_period": 100_000, "limit_refresh_period": 1.0},
     "bulkhead": {"max_concurrent_calls": 1000},
     "circuit_breaker": {},
 }
