@@ -311,8 +311,8 @@ def data_dir_lock(data_dir: Path) -> Iterator[None]:
 def port_free(port: int) -> bool:
     """Return whether nothing listens on 127.0.0.1 at the port.
 
-    SO_REUSEADDR makes connections of a stopped server that linger in
-    TIME_WAIT not count, as gunicorn binds with it too; a listener still
+    The bind uses SO_REUSEADDR, as gunicorn's does, so connections of a
+    stopped server that linger in TIME_WAIT do not count. A listener still
     makes the bind fail.
     """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -408,7 +408,7 @@ def _supervise(commands: dict[str, list[str]], env: dict[str, str], port: int) -
         status = 1
     finally:
         # Beat first, so nothing new is sent, then the worker while the web
-        # server still answers the demo calls of the tasks it finishes.
+        # server still serves the demo calls of the tasks it finishes.
         for name, process in reversed(processes.items()):
             _stop(process, name)
             (pid_dir / f"{name}.pid").unlink(missing_ok=True)

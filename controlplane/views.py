@@ -57,8 +57,8 @@ def healthz(request: HttpRequest) -> JsonResponse:
 class ApiRootView(APIView):
     """List the API's collections, so a client can start from /api/.
 
-    Open to anyone, like the schema: it holds links only, and the token
-    endpoint it names is how a client logs in.
+    Open to anyone, like the schema, because it contains links only and
+    names the token endpoint through which a client logs in.
     """
 
     authentication_classes: list[Any] = []

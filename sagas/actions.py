@@ -191,8 +191,8 @@ def _retry_phase_two(run: SagaRun, user: Any) -> None:
     )
 
 
-# The longest resolution note, the API's limit too; the dashboard's form
-# posts here without the API's serializer.
+# Maximum length of a resolution note, checked here because the dashboard's
+# form does not go through the API's serializer.
 MAX_NOTE_LENGTH = 2000
 
 # The statuses in which a run flagged as needing attention can be resolved,
@@ -215,7 +215,7 @@ def resolve(run: SagaRun, user: Any, note: str) -> None:
     That is a compensation_failed orchestrated or choreographed run, a
     finished choreographed run that a later event contradicted, or a TCC
     run that ended needs_attention. The status stays as it is, because
-    the control plane did not finish the run; the note says who did what.
+    the control plane did not finish the run; the note records who did what.
     """
     note = note.strip()
     if not note:

@@ -1,8 +1,8 @@
 """The pipeline benchmark still runs against the core as it is.
 
 Its policy and calls must stay within what the core accepts, or `make
-bench` fails; a tiny run checks that and the printed names, never a
-figure.
+bench` fails. So a tiny run checks that, and the printed names, but never
+a figure.
 """
 
 import os

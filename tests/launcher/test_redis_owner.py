@@ -1,9 +1,9 @@
 """One control plane per Redis database.
 
-The claim's rules run against the suite's REDIS_URL database; the last test
-starts a real worker of another control plane (another SQLite database) on
-the session stack's Redis database and expects it to exit before it takes
-any task.
+The claim's rules run against the suite's REDIS_URL database. The last
+tests start a real worker, and a launcher, of another control plane
+(another SQLite database) on the session stack's Redis database, and
+expect each to exit before it takes any task.
 """
 
 import os
