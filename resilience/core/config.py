@@ -73,11 +73,13 @@ def _duration(section: str, name: str, value: object, allow_zero: bool) -> float
     values are always rejected.
     """
     seconds = _number(section, name, value)
-    if allow_zero:
-        _non_negative(section, name, seconds)
-    else:
-        _positive(section, name, seconds)
-    _at_most(section, name, seconds, MAX_DURATION)
+    # The messages show the value as sent, not as converted to a float.
+    if allow_zero and not seconds >= 0:
+        raise _fail(section, name, "must be 0 or greater", value)
+    if not allow_zero and not seconds > 0:
+        raise _fail(section, name, "must be greater than 0", value)
+    if seconds > MAX_DURATION:
+        raise _fail(section, name, f"must be at most {MAX_DURATION:g}", value)
     return seconds
 
 
