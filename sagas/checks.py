@@ -42,6 +42,33 @@ class Problem:
     message: str
 
 
+# A name's pattern, and the rule that says it in an error message.
+FIELD_NAME_RULE = (
+    FIELD_NAME,
+    "1 to 64 of a-z, 0-9 and _, not starting with a digit",
+)
+STEP_NAME_RULE = (STEP_NAME, "1 to 64 of a-z, 0-9, _ or -")
+
+
+def name_problems(
+    at: str,
+    entry: dict[str, Any],
+    rule: tuple[re.Pattern[str], str],
+    earlier: set[str],
+    noun: str,
+) -> list[Problem]:
+    """Check a list entry's name against its pattern and the earlier names."""
+    name = entry.get("name")
+    pattern, words = rule
+    if not isinstance(name, str) or not pattern.fullmatch(name):
+        return [
+            Problem(f"{at}.name", "invalid", f"Must be {words}, got {name!r:.100}.")
+        ]
+    if name in earlier:
+        return [Problem(f"{at}.name", "unique", f"'{name}' names an earlier {noun}.")]
+    return []
+
+
 def input_schema_problems(schema: Any) -> list[Problem]:
     """Check the input fields before a run's serializer is built from them."""
     if not isinstance(schema, list):
@@ -57,22 +84,10 @@ def input_schema_problems(schema: Any) -> list[Problem]:
                 Problem(at, "invalid_type", f"Must be an object, got {spec!r:.200}.")
             )
             continue
-        name = spec.get("name")
-        if not isinstance(name, str) or not FIELD_NAME.fullmatch(name):
-            problems.append(
-                Problem(
-                    f"{at}.name",
-                    "invalid",
-                    "Must be 1 to 64 of a-z, 0-9 and _, not starting with a "
-                    f"digit, got {name!r:.100}.",
-                )
-            )
-        elif name in names:
-            problems.append(
-                Problem(f"{at}.name", "unique", f"'{name}' names an earlier field.")
-            )
-        else:
-            names.add(name)
+        named = name_problems(at, spec, FIELD_NAME_RULE, names, "field")
+        if not named:
+            names.add(spec["name"])
+        problems.extend(named)
         problems.extend(_field_problems(at, spec))
     return problems
 
@@ -192,18 +207,7 @@ def step_problems(steps: Any, input_names: set[str]) -> list[Problem]:
             )
             continue
         name = step.get("name")
-        if not isinstance(name, str) or not STEP_NAME.fullmatch(name):
-            problems.append(
-                Problem(
-                    f"{at}.name",
-                    "invalid",
-                    f"Must be 1 to 64 of a-z, 0-9, _ or -, got {name!r:.100}.",
-                )
-            )
-        elif name in earlier:
-            problems.append(
-                Problem(f"{at}.name", "unique", f"'{name}' names an earlier step.")
-            )
+        problems.extend(name_problems(at, step, STEP_NAME_RULE, set(earlier), "step"))
         problems.extend(_step_problems(at, step))
         own = {name} if isinstance(name, str) else set()
         scope = {"action": set(earlier), "compensation": set(earlier) | own}

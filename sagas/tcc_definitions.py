@@ -10,9 +10,10 @@ from typing import Any
 
 from sagas.checks import (
     MAX_STEPS,
-    STEP_NAME,
+    STEP_NAME_RULE,
     Problem,
     call_problems,
+    name_problems,
     placeholder_problems,
     policy_problems,
     target_problems,
@@ -53,23 +54,10 @@ def participant_problems(participants: Any, input_names: set[str]) -> list[Probl
             )
             for key in sorted(set(spec) - PARTICIPANT_KEYS)
         )
-        name = spec.get("name")
-        if not isinstance(name, str) or not STEP_NAME.fullmatch(name):
-            problems.append(
-                Problem(
-                    f"{at}.name",
-                    "invalid",
-                    f"Must be 1 to 64 of a-z, 0-9, _ or -, got {name!r:.100}.",
-                )
-            )
-        elif name in names:
-            problems.append(
-                Problem(
-                    f"{at}.name", "unique", f"'{name}' names an earlier participant."
-                )
-            )
-        else:
-            names.add(name)
+        named = name_problems(at, spec, STEP_NAME_RULE, names, "participant")
+        if not named:
+            names.add(spec["name"])
+        problems.extend(named)
         problems.extend(_participant_problems(at, spec, input_names))
     return problems
 
