@@ -76,7 +76,7 @@ class StrictStringMixin(serializers.Field):
     """Reject JSON numbers and booleans where a text field expects a string.
 
     DRF's text fields turn ``5`` into ``"5"``, so a client that sends the
-    wrong type would never learn it; these return 400 with the rule
+    wrong type would never learn it. These fields return 400 with the rule
     ``not_a_string``.
     """
 

@@ -136,10 +136,10 @@ def _retry_failed_step(run: SagaRun, user: Any) -> None:
 def _retry_phase_two(run: SagaRun, user: Any) -> None:
     """Send again the confirms or cancels that a needs_attention TCC run lacks.
 
-    The stored decision is kept: the run goes back to ``confirming`` after
-    a commit and to ``cancelling`` after an abort, with a new phase-two
-    budget, and the coordinator sends every phase-two call not yet
-    succeeded, with the same Idempotency-Key as before. Only a run still
+    The stored decision is kept. The run goes back to ``confirming`` after
+    a commit or to ``cancelling`` after an abort, with a new phase-two
+    budget. The coordinator then sends every phase-two call that has not
+    succeeded yet, with the same Idempotency-Key as before. Only a run still
     needing attention (not resolved by hand) can be retried.
     """
     from sagas.tcc import PHASE_TWO, PHASE_TWO_STATUS, enqueue_advance

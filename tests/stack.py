@@ -239,7 +239,7 @@ def private_stack(tmp_dir: Path, extra_env: dict[str, str]) -> Iterator[Stack]:
     """Start a stack with settings of its own, for one test module.
 
     It runs on the third of the suite's Redis databases (see
-    ``suite_redis_url``), which holds one such stack at a time, and flushes
+    ``suite_redis_url``), which serves one such stack at a time, and flushes
     it again when it stops, so none of its keys reach later tests.
     """
     redis_url = suite_redis_url(2)
