@@ -14,7 +14,7 @@ def test_listening_port_is_not_free() -> None:
         assert not port_free(port)
 
 
-def test_port_of_stopped_server_is_free_during_time_wait() -> None:
+def test_time_wait_port_is_free() -> None:
     port = free_port()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
