@@ -233,7 +233,7 @@ def execute_step(run_id: Any, index: int) -> None:
 def _execute_step(
     run: SagaRun, step: StepRun, token: int | None, next_step: StepRun | None
 ) -> tuple[int, int | None] | None:
-    """Run the step's action and say which step comes next, if any.
+    """Run the step's action and return which step comes next, if any.
 
     ``token`` is the claim already taken on the step, if any. ``next_step``,
     when given, is claimed along with this step's result. Returns the next
@@ -385,7 +385,7 @@ def _finish_step_succeeded(
     With ``next_step`` given, the next step is claimed in this transaction
     too, and its token is returned with its index.
 
-    One transaction holds the step's result and the run's completion, so a
+    One transaction contains the step's result and the run's completion, so a
     worker lost between the two cannot leave a finished run "running". A
     worker lost after it, before the next step starts, leaves a run the
     sweeper finds idle and moves on.
@@ -480,7 +480,7 @@ def _log_stale(run: SagaRun, step: StepRun, token: int) -> None:
 
 
 def _after_failure(run: SagaRun, step: StepRun, reason: str, **fields: Any) -> None:
-    """Compensate after a failed step, or pause if its definition says so.
+    """Compensate after a failed step, or pause if its definition asks for it.
 
     A paused run waits for an operator, who retries the step or cancels
     the run; a cancel that came first wins, and the run compensates.
